@@ -1,0 +1,95 @@
+//! [`AnyPoller`]: the backend chosen at run time, dispatched with a `match`
+//! (no vtable in the hot path).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use crate::{Capabilities, Events, Interest, Poller, Token, Trigger, Waker};
+
+/// One of the backends built for this platform. Get one from
+/// [`registry::choose`](crate::registry::choose) or
+/// [`Backend::create`](crate::registry::Backend::create).
+#[derive(Debug)]
+pub enum AnyPoller {
+    /// [`crate::epoll::Epoll`]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Epoll(crate::epoll::Epoll),
+    /// [`crate::kqueue::Kqueue`]
+    #[cfg(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    Kqueue(crate::kqueue::Kqueue),
+    /// [`crate::evports::EvPorts`]
+    #[cfg(any(target_os = "illumos", target_os = "solaris"))]
+    EvPorts(crate::evports::EvPorts),
+    /// [`crate::poll::Poll`]
+    Poll(crate::poll::Poll),
+    /// [`crate::select::Select`]
+    Select(crate::select::Select),
+    /// [`crate::compat::Compat`]
+    Compat(crate::compat::Compat),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $p:ident => $e:expr) => {
+        match $self {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            AnyPoller::Epoll($p) => $e,
+            #[cfg(any(
+                target_os = "macos",
+                target_os = "ios",
+                target_os = "freebsd",
+                target_os = "netbsd",
+                target_os = "openbsd",
+                target_os = "dragonfly"
+            ))]
+            AnyPoller::Kqueue($p) => $e,
+            #[cfg(any(target_os = "illumos", target_os = "solaris"))]
+            AnyPoller::EvPorts($p) => $e,
+            AnyPoller::Poll($p) => $e,
+            AnyPoller::Select($p) => $e,
+            AnyPoller::Compat($p) => $e,
+        }
+    };
+}
+
+impl Poller for AnyPoller {
+    #[inline]
+    fn name(&self) -> &'static str {
+        dispatch!(self, p => p.name())
+    }
+    #[inline]
+    fn capabilities(&self) -> Capabilities {
+        dispatch!(self, p => p.capabilities())
+    }
+    #[inline]
+    fn add(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> io::Result<()> {
+        dispatch!(self, p => p.add(fd, token, interest, trigger))
+    }
+    #[inline]
+    fn modify(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> io::Result<()> {
+        dispatch!(self, p => p.modify(fd, token, interest, trigger))
+    }
+    #[inline]
+    fn delete(&mut self, fd: RawFd) -> io::Result<()> {
+        dispatch!(self, p => p.delete(fd))
+    }
+    #[inline]
+    fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        dispatch!(self, p => p.wait(events, timeout))
+    }
+    #[inline]
+    fn waker(&self) -> Waker {
+        dispatch!(self, p => p.waker())
+    }
+    #[inline]
+    fn fd_limit(&self) -> Option<RawFd> {
+        dispatch!(self, p => p.fd_limit())
+    }
+}

@@ -1,0 +1,269 @@
+//! The epoll backend (Linux, Android).
+//!
+//! * Level is the default, `EPOLLET` gives edge, `EPOLLONESHOT` oneshot.
+//! * `EPOLLRDHUP` is always asked with read interest, so a peer's
+//!   half-close shows as [`Ready::READ_CLOSED`] without a recv.
+//! * ERR and HUP are reported whatever the interest; the shared slot table
+//!   keeps a silent registration silent. An empty interest is not left in the
+//!   kernel at all (`EPOLL_CTL_DEL`), so a half-dead socket that nobody
+//!   wants to hear from costs no wake-up.
+//! * `EPOLL_CTL_ADD` can fail with `EEXIST` for a `dup`ed fd, and `MOD` with
+//!   `ENOENT`: each is retried as the other operation instead of failing.
+//! * User data packs the fd and its generation (see `slots.rs`).
+
+use crate::Ready;
+
+/// epoll's bits, with Linux's values (the same on every architecture). They
+/// are spelled out so that [`translate`] builds and is tested on every host.
+pub mod bits {
+    /// `EPOLLIN`
+    pub const IN: u32 = 0x001;
+    /// `EPOLLPRI`
+    pub const PRI: u32 = 0x002;
+    /// `EPOLLOUT`
+    pub const OUT: u32 = 0x004;
+    /// `EPOLLERR`
+    pub const ERR: u32 = 0x008;
+    /// `EPOLLHUP`
+    pub const HUP: u32 = 0x010;
+    /// `EPOLLRDHUP`
+    pub const RDHUP: u32 = 0x2000;
+}
+
+/// Translates an `epoll_event.events` word into [`Ready`].
+pub fn translate(events: u32) -> Ready {
+    let mut r = Ready::empty();
+    if events & bits::IN != 0 {
+        r |= Ready::READABLE;
+    }
+    if events & bits::OUT != 0 {
+        r |= Ready::WRITABLE;
+    }
+    if events & bits::PRI != 0 {
+        r |= Ready::PRIORITY;
+    }
+    if events & bits::RDHUP != 0 {
+        r |= Ready::READ_CLOSED;
+    }
+    if events & bits::HUP != 0 {
+        r |= Ready::HUP;
+    }
+    if events & bits::ERR != 0 {
+        r |= Ready::ERROR;
+    }
+    r.normalize()
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use imp::Epoll;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod imp {
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{bits, translate};
+    use crate::slots::{pack, unpack, Slot, Slots};
+    use crate::sys::{context, cvt, timeout_ms};
+    use crate::waker::FdWaker;
+    use crate::{check_trigger, Capabilities, Event, Events, Interest, Poller, Token, Trigger, Waker};
+
+    const _: () = assert!(
+        bits::IN == libc::EPOLLIN as u32
+            && bits::PRI == libc::EPOLLPRI as u32
+            && bits::OUT == libc::EPOLLOUT as u32
+            && bits::ERR == libc::EPOLLERR as u32
+            && bits::HUP == libc::EPOLLHUP as u32
+            && bits::RDHUP == libc::EPOLLRDHUP as u32
+    );
+
+    const NAME: &str = "epoll";
+    /// User data of the waker's registration: no fd has this generation (0).
+    const WAKER_DATA: u64 = u64::MAX;
+
+    /// The epoll backend. See the [module docs](super).
+    #[derive(Debug)]
+    pub struct Epoll {
+        epfd: OwnedFd,
+        slots: Slots,
+        native: Vec<libc::epoll_event>,
+        waker: Arc<FdWaker>,
+    }
+
+    impl Epoll {
+        /// A new epoll instance with its waker registered.
+        pub fn new() -> io::Result<Epoll> {
+            // SAFETY: epoll_create1 with a constant flag; the result is checked.
+            let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
+                .map_err(|e| context(NAME, "epoll_create1", None, e))?;
+            // SAFETY: the fd was just created and belongs to nobody else.
+            let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let waker = Arc::new(FdWaker::new()?);
+            let ep = Epoll { epfd, slots: Slots::new(), native: Vec::new(), waker };
+            ep.ctl(libc::EPOLL_CTL_ADD, ep.waker.fd(), libc::EPOLLIN as u32, WAKER_DATA)?;
+            Ok(ep)
+        }
+
+        fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+            let mut ev = libc::epoll_event { events, u64: data };
+            // SAFETY: `ev` is a valid epoll_event that outlives the call.
+            cvt(unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) }).map(drop)
+        }
+
+        fn mask(slot: &Slot) -> u32 {
+            let mut m = 0;
+            if slot.interest.contains(Interest::READ) {
+                m |= bits::IN | bits::RDHUP;
+            }
+            if slot.interest.contains(Interest::WRITE) {
+                m |= bits::OUT;
+            }
+            m | match slot.trigger {
+                Trigger::Level => 0,
+                Trigger::Edge => libc::EPOLLET as u32,
+                Trigger::Oneshot => libc::EPOLLONESHOT as u32,
+            }
+        }
+
+        /// Brings the kernel from `old` (None: not in the set) to `new`
+        /// (None or an empty interest: out of the set).
+        fn sync(&self, fd: RawFd, old: Option<&Slot>, new: Option<&Slot>) -> io::Result<()> {
+            let in_kernel = |s: Option<&Slot>| s.is_some_and(|s| !s.interest.is_empty());
+            let result = match (in_kernel(old), in_kernel(new)) {
+                (false, false) => Ok(()),
+                (_, true) => {
+                    let new = new.expect("in the kernel");
+                    let (first, second) = if in_kernel(old) {
+                        (libc::EPOLL_CTL_MOD, libc::EPOLL_CTL_ADD)
+                    } else {
+                        (libc::EPOLL_CTL_ADD, libc::EPOLL_CTL_MOD)
+                    };
+                    let (mask, data) = (Self::mask(new), pack(fd, new.gen));
+                    match self.ctl(first, fd, mask, data) {
+                        // A dup'ed fd already in the set (EEXIST), or an fd
+                        // the kernel dropped when it was closed (ENOENT).
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOENT)) => {
+                            self.ctl(second, fd, mask, data)
+                        }
+                        r => r,
+                    }
+                }
+                (true, false) => match self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0) {
+                    // Closed before delete: the kernel already forgot it.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EBADF)) => Ok(()),
+                    r => r,
+                },
+            };
+            result.map_err(|e| context(NAME, "epoll_ctl", Some(fd), e))
+        }
+    }
+
+    impl Poller for Epoll {
+        fn name(&self) -> &'static str {
+            NAME
+        }
+
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::LEVEL
+                | Capabilities::EDGE
+                | Capabilities::ONESHOT
+                | Capabilities::RDHUP
+                | Capabilities::ERRHUP
+                | Capabilities::O1
+        }
+
+        fn add(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> io::Result<()> {
+            check_trigger(NAME, self.capabilities(), trigger)?;
+            let (new, old) = self.slots.insert(fd, token, interest, trigger)?;
+            // An old slot means the number was reused without delete: the
+            // old file may still be in the set (dup), so MOD it over.
+            if let Err(e) = self.sync(fd, old.as_ref(), Some(&new)) {
+                self.slots.restore(fd, old);
+                return Err(e);
+            }
+            Ok(())
+        }
+
+        fn modify(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> io::Result<()> {
+            check_trigger(NAME, self.capabilities(), trigger)?;
+            let (old, new) = self.slots.update(NAME, fd, token, interest, trigger)?;
+            if let Err(e) = self.sync(fd, Some(&old), Some(&new)) {
+                self.slots.restore(fd, Some(old));
+                return Err(e);
+            }
+            Ok(())
+        }
+
+        fn delete(&mut self, fd: RawFd) -> io::Result<()> {
+            let old = self.slots.remove(NAME, fd)?;
+            self.sync(fd, Some(&old), None)
+        }
+
+        fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+            events.clear();
+            let cap = events.capacity();
+            if self.native.len() < cap {
+                self.native.resize(cap, libc::epoll_event { events: 0, u64: 0 });
+            }
+            let max = cap.min(libc::c_int::MAX as usize) as libc::c_int;
+            // SAFETY: `native` holds at least `max` epoll_events for the kernel to fill.
+            let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), self.native.as_mut_ptr(), max, timeout_ms(timeout)) };
+            let n = match cvt(n) {
+                Ok(n) => n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
+                Err(e) => return Err(context(NAME, "epoll_wait", None, e)),
+            };
+            for ev in &self.native[..n] {
+                let (data, mask) = (ev.u64, ev.events);
+                if data == WAKER_DATA {
+                    self.waker.drain();
+                    events.set_woken();
+                    continue;
+                }
+                let (fd, gen) = unpack(data);
+                if let Some((token, ready)) = self.slots.accept(fd, Some(gen), translate(mask)) {
+                    events.push(Event { token, fd, ready });
+                }
+            }
+            Ok(events.len())
+        }
+
+        fn waker(&self) -> Waker {
+            Waker::new(self.waker.clone())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bits::*;
+    use super::translate;
+    use crate::Ready;
+
+    #[test]
+    fn plain_bits() {
+        assert_eq!(translate(IN), Ready::READABLE);
+        assert_eq!(translate(OUT), Ready::WRITABLE);
+        assert_eq!(translate(IN | OUT), Ready::READABLE | Ready::WRITABLE);
+        assert_eq!(translate(PRI), Ready::PRIORITY);
+        assert_eq!(translate(0), Ready::empty());
+    }
+
+    #[test]
+    fn half_close_and_hup() {
+        assert_eq!(translate(IN | RDHUP), Ready::READABLE | Ready::READ_CLOSED);
+        // HUP alone (no IN, no ERR): the read-shutdown path.
+        assert_eq!(translate(HUP), Ready::HUP | Ready::READ_CLOSED);
+        assert_eq!(translate(IN | OUT | HUP | RDHUP), Ready::READABLE | Ready::WRITABLE | Ready::HUP | Ready::READ_CLOSED);
+    }
+
+    #[test]
+    fn refused_connect_is_error_without_readable() {
+        // What Linux really reports for a refused non-blocking connect.
+        let r = translate(IN | OUT | ERR | HUP | RDHUP);
+        assert_eq!(r, Ready::ERROR | Ready::HUP | Ready::READ_CLOSED);
+        assert_eq!(translate(ERR), Ready::ERROR);
+    }
+}

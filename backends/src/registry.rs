@@ -1,0 +1,282 @@
+//! The registry: every backend anypoll knows, whether it is built here,
+//! a `test()` that really creates one, and the run-time selection.
+//!
+//! Selection order, first match wins:
+//!
+//! 1. a name given through the API ([`choose`]'s `api` argument);
+//! 2. `--poller NAME` on the command line (its `flag` argument);
+//! 3. the environment variable [`ENV`] (`ANYPOLL_POLLER=NAME`);
+//! 4. the best backend available: built for this platform, its test passes,
+//!    highest preference first.
+//!
+//! A name that is unknown, not built for this platform, or whose test fails
+//! is an error (never a silent fallback) that lists the backends available
+//! here.
+//!
+//! ```
+//! use anypoll_backends::registry;
+//! use anypoll_backends::Poller;
+//!
+//! let (poller, source) = registry::choose(Some("poll"), None).unwrap();
+//! assert_eq!(poller.name(), "poll");
+//! assert_eq!(source, registry::Source::Api);
+//!
+//! let err = registry::choose(Some("nope"), None).unwrap_err();
+//! assert!(err.to_string().contains("available here: "));
+//! ```
+
+use std::fmt;
+use std::io;
+
+use crate::{AnyPoller, Capabilities, Poller};
+
+/// The environment variable that names a backend.
+pub const ENV: &str = "ANYPOLL_POLLER";
+
+/// One backend anypoll knows about.
+#[derive(Debug)]
+pub struct Backend {
+    /// Its name, as `--poller` and [`ENV`] take it.
+    pub name: &'static str,
+    /// Higher is preferred when nothing names a backend.
+    pub preference: u32,
+    /// The platforms it is built for.
+    pub platforms: &'static str,
+    create: Option<fn() -> io::Result<AnyPoller>>,
+}
+
+/// The outcome of [`Backend::test`].
+#[derive(Debug)]
+pub enum Probe {
+    /// It was created and waited once; these are its capabilities.
+    Ok(Capabilities),
+    /// It is built here but could not be created or could not wait.
+    Failed(io::Error),
+    /// It is not built for this platform.
+    NotBuilt,
+}
+
+impl Backend {
+    /// Whether it is built for this platform.
+    pub fn built(&self) -> bool {
+        self.create.is_some()
+    }
+
+    /// Creates one.
+    ///
+    /// # Errors
+    /// `Unsupported` if it is not built for this platform; otherwise the
+    /// backend's own error.
+    pub fn create(&self) -> io::Result<AnyPoller> {
+        match self.create {
+            Some(f) => f(),
+            None => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "the {} backend is not built for {} (it is for {})",
+                    self.name,
+                    std::env::consts::OS,
+                    self.platforms
+                ),
+            )),
+        }
+    }
+
+    /// Really creates one and does a zero-timeout wait with it.
+    pub fn test(&self) -> Probe {
+        if !self.built() {
+            return Probe::NotBuilt;
+        }
+        let mut p = match self.create() {
+            Ok(p) => p,
+            Err(e) => return Probe::Failed(e),
+        };
+        let mut events = crate::Events::with_capacity(4);
+        match p.wait(&mut events, Some(std::time::Duration::ZERO)) {
+            Ok(_) => Probe::Ok(p.capabilities()),
+            Err(e) => Probe::Failed(e),
+        }
+    }
+}
+
+macro_rules! ctor {
+    ($($os:literal),+ => $variant:ident($ty:path)) => {{
+        #[cfg(any($(target_os = $os),+))]
+        let f: Option<fn() -> io::Result<AnyPoller>> = Some(|| Ok(AnyPoller::$variant(<$ty>::new()?)));
+        #[cfg(not(any($(target_os = $os),+)))]
+        let f: Option<fn() -> io::Result<AnyPoller>> = None;
+        f
+    }};
+}
+
+static BACKENDS: [Backend; 6] = [
+    Backend {
+        name: "epoll",
+        preference: 300,
+        platforms: "Linux, Android",
+        create: ctor!("linux", "android" => Epoll(crate::epoll::Epoll)),
+    },
+    Backend {
+        name: "kqueue",
+        preference: 300,
+        platforms: "macOS, iOS, FreeBSD, NetBSD, OpenBSD, DragonFly",
+        create: ctor!("macos", "ios", "freebsd", "netbsd", "openbsd", "dragonfly" => Kqueue(crate::kqueue::Kqueue)),
+    },
+    Backend {
+        name: "evports",
+        preference: 300,
+        platforms: "illumos, Solaris",
+        create: ctor!("illumos", "solaris" => EvPorts(crate::evports::EvPorts)),
+    },
+    Backend {
+        name: "poll",
+        preference: 200,
+        platforms: "every Unix",
+        create: Some(|| Ok(AnyPoller::Poll(crate::poll::Poll::new()?))),
+    },
+    Backend {
+        name: "compat",
+        preference: 150,
+        platforms: "every platform the polling crate supports",
+        create: Some(|| Ok(AnyPoller::Compat(crate::compat::Compat::new()?))),
+    },
+    Backend {
+        name: "select",
+        preference: 100,
+        platforms: "every Unix",
+        create: Some(|| Ok(AnyPoller::Select(crate::select::Select::new()?))),
+    },
+];
+
+/// Every backend anypoll knows, built here or not, by preference.
+pub fn backends() -> &'static [Backend] {
+    &BACKENDS
+}
+
+/// The backends that are built here and pass their test, by preference.
+pub fn available() -> Vec<&'static Backend> {
+    BACKENDS.iter().filter(|b| matches!(b.test(), Probe::Ok(_))).collect()
+}
+
+/// Where the chosen backend's name came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The program asked for it through the API.
+    Api,
+    /// `--poller NAME`.
+    Flag,
+    /// `ANYPOLL_POLLER=NAME`.
+    Env,
+    /// Nothing named one: the best available.
+    Best,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Api => "the API",
+            Source::Flag => "--poller",
+            Source::Env => ENV,
+            Source::Best => "the best available",
+        })
+    }
+}
+
+/// Why no backend could be chosen. Its message names the backend asked
+/// for, where the name came from, and the backends available here.
+#[derive(Debug)]
+pub struct SelectError {
+    message: String,
+}
+
+impl fmt::Display for SelectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SelectError {}
+
+fn available_list() -> String {
+    let names: Vec<&str> = available().iter().map(|b| b.name).collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Creates the backend called `name`, with errors that say why not.
+pub fn create(name: &str, source: Source) -> Result<AnyPoller, SelectError> {
+    let Some(backend) = BACKENDS.iter().find(|b| b.name == name) else {
+        return Err(SelectError {
+            message: format!("unknown poller '{name}' (from {source}); available here: {}", available_list()),
+        });
+    };
+    backend.create().map_err(|e| SelectError {
+        message: format!("poller '{name}' (from {source}) cannot be used: {e}; available here: {}", available_list()),
+    })
+}
+
+/// Chooses and creates a backend, in the order given in the module docs.
+/// `api` is a name the program passes, `flag` the value of `--poller`.
+/// An empty [`ENV`] counts as unset.
+pub fn choose(api: Option<&str>, flag: Option<&str>) -> Result<(AnyPoller, Source), SelectError> {
+    let env = std::env::var(ENV).ok().filter(|v| !v.is_empty());
+    let named = api.map(|n| (n.to_string(), Source::Api))
+        .or_else(|| flag.map(|n| (n.to_string(), Source::Flag)))
+        .or_else(|| env.map(|n| (n, Source::Env)));
+    if let Some((name, source)) = named {
+        return create(&name, source).map(|p| (p, source));
+    }
+    let mut failures = Vec::new();
+    for b in BACKENDS.iter().filter(|b| b.built()) {
+        match b.create() {
+            Ok(p) => return Ok((p, Source::Best)),
+            Err(e) => failures.push(format!("{}: {e}", b.name)),
+        }
+    }
+    Err(SelectError { message: format!("no poller works here ({})", failures.join("; ")) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_sorted_by_preference() {
+        let b = backends();
+        for w in b.windows(2) {
+            assert!(w[0].preference >= w[1].preference);
+        }
+        let mut names: Vec<_> = b.iter().map(|b| b.name).collect();
+        names.dedup();
+        assert_eq!(names.len(), 6);
+    }
+
+    #[test]
+    fn api_beats_flag() {
+        let (p, s) = choose(Some("select"), Some("poll")).unwrap();
+        assert_eq!((p.name(), s), ("select", Source::Api));
+        let (p, s) = choose(None, Some("poll")).unwrap();
+        assert_eq!((p.name(), s), ("poll", Source::Flag));
+    }
+
+    #[test]
+    fn unknown_and_unbuilt_names_are_errors_that_list_what_is_available() {
+        let e = choose(None, Some("bogus")).unwrap_err().to_string();
+        assert!(e.contains("unknown poller 'bogus'") && e.contains("available here: "), "{e}");
+        assert!(e.contains("poll"), "{e}");
+        let foreign = backends().iter().find(|b| !b.built()).expect("some backend is foreign here");
+        let e = choose(Some(foreign.name), None).unwrap_err().to_string();
+        assert!(e.contains("not built for"), "{e}");
+        assert!(matches!(foreign.test(), Probe::NotBuilt));
+    }
+
+    #[test]
+    fn every_built_backend_passes_its_test() {
+        for b in backends().iter().filter(|b| b.built()) {
+            assert!(matches!(b.test(), Probe::Ok(_)), "{}: {:?}", b.name, b.test());
+        }
+    }
+}
