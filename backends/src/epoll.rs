@@ -209,7 +209,8 @@ mod imp {
             }
             let max = cap.min(libc::c_int::MAX as usize) as libc::c_int;
             // SAFETY: `native` holds at least `max` epoll_events for the kernel to fill.
-            let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), self.native.as_mut_ptr(), max, timeout_ms(timeout)) };
+            let n =
+                unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), self.native.as_mut_ptr(), max, timeout_ms(timeout)) };
             let n = match cvt(n) {
                 Ok(n) => n as usize,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
@@ -256,7 +257,10 @@ mod tests {
         assert_eq!(translate(IN | RDHUP), Ready::READABLE | Ready::READ_CLOSED);
         // HUP alone (no IN, no ERR): the read-shutdown path.
         assert_eq!(translate(HUP), Ready::HUP | Ready::READ_CLOSED);
-        assert_eq!(translate(IN | OUT | HUP | RDHUP), Ready::READABLE | Ready::WRITABLE | Ready::HUP | Ready::READ_CLOSED);
+        assert_eq!(
+            translate(IN | OUT | HUP | RDHUP),
+            Ready::READABLE | Ready::WRITABLE | Ready::HUP | Ready::READ_CLOSED
+        );
     }
 
     #[test]

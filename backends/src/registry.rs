@@ -223,7 +223,8 @@ pub fn create(name: &str, source: Source) -> Result<AnyPoller, SelectError> {
 /// An empty [`ENV`] counts as unset.
 pub fn choose(api: Option<&str>, flag: Option<&str>) -> Result<(AnyPoller, Source), SelectError> {
     let env = std::env::var(ENV).ok().filter(|v| !v.is_empty());
-    let named = api.map(|n| (n.to_string(), Source::Api))
+    let named = api
+        .map(|n| (n.to_string(), Source::Api))
         .or_else(|| flag.map(|n| (n.to_string(), Source::Flag)))
         .or_else(|| env.map(|n| (n, Source::Env)));
     if let Some((name, source)) = named {

@@ -177,7 +177,9 @@ mod imp {
                 .iter()
                 .filter(|(_, s)| !s.watched().is_empty())
                 // SAFETY: fd < FD_SETSIZE; the sets were filled by select.
-                .map(|(fd, _)| unsafe { (fd, libc::FD_ISSET(fd, &rd), libc::FD_ISSET(fd, &wr), libc::FD_ISSET(fd, &ex)) })
+                .map(|(fd, _)| unsafe {
+                    (fd, libc::FD_ISSET(fd, &rd), libc::FD_ISSET(fd, &wr), libc::FD_ISSET(fd, &ex))
+                })
                 .filter(|&(_, r, w, x)| r || w || x)
                 .collect();
             for (fd, r, w, x) in ready {

@@ -61,8 +61,7 @@ impl Slots {
     }
 
     fn index(fd: RawFd) -> io::Result<usize> {
-        usize::try_from(fd)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid fd {fd}")))
+        usize::try_from(fd).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid fd {fd}")))
     }
 
     /// Registers `fd` with a fresh generation. Returns the new slot and the
