@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The one test command of anypoll. CI (.ci/run) and the workflow files under
+# .github/workflows run exactly this, on Linux, macOS, the BSDs and illumos.
+#
+# It installs what it needs itself (rustup components; on Debian/Ubuntu the
+# cross-check toolchain, through ci/cross-check.sh; the workflow validator,
+# through npm), then runs, stopping at the first failure:
+#   1. cargo fmt --check
+#   2. cargo clippy --workspace --all-targets -D warnings
+#   3. cargo test --workspace (unit tests, doc tests, the conformance matrix)
+#   4. cargo doc, warnings denied
+#   5. the demo, short (README's main command)
+#   6. ci/cross-check.sh: every backend type-checked for the BSDs, macOS, illumos (Linux hosts only)
+#   7. the workflow files validated against the GitHub Actions schema (where npm exists)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+os=$(uname -s)
+
+step "toolchain"
+if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy >/dev/null
+fi
+cargo --version
+rustc --version
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace
+
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+step "demo (short)"
+cargo run --release -q -- demo --messages 5000
+
+if [ "$os" = Linux ]; then
+    step "cross-check"
+    ci/cross-check.sh
+else
+    echo "skip: cross-check runs on a Debian/Ubuntu host only (this is $os, which tests its own backend natively)"
+fi
+
+step "workflow files"
+if command -v npm >/dev/null 2>&1; then
+    tools=target/ci-tools
+    if [ ! -x "$tools/node_modules/.bin/action-validator" ]; then
+        mkdir -p "$tools"
+        npm install --prefix "$tools" --no-audit --no-fund --silent @action-validator/cli @action-validator/core
+    fi
+    for f in .github/workflows/*.yml; do
+        "$tools/node_modules/.bin/action-validator" "$f"
+        echo "valid: $f"
+    done
+else
+    echo "skip: npm is not installed here, so the workflow files are not validated"
+fi
+
+step "all checks passed"

@@ -1,0 +1,104 @@
+//! Command-line front end.
+//!
+//! `--poller NAME` and `-v` are global: they are accepted before or after
+//! the subcommand. `anypoll -vv` with no subcommand runs `probe`.
+//!
+//! Exit status: 0 on success, 1 when a run fails (a demo check, a probe
+//! that finds no working backend), 2 for bad usage: unknown options, an
+//! unknown poller name or one that is not available here.
+
+use std::process::ExitCode;
+
+use anypoll_backends::registry::{self, Probe, Source};
+use anypoll_backends::{AnyPoller, Poller};
+use clap::{Parser, Subcommand};
+
+/// anypoll: one event loop over epoll, kqueue, event ports, poll and select.
+#[derive(Debug, Parser)]
+#[command(name = "anypoll", version, about, long_about = None)]
+pub struct Cli {
+    /// The poller backend to use (overrides ANYPOLL_POLLER). See `anypoll probe`.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub poller: Option<String>,
+
+    /// More output: -v for info, -vv for debug (and `probe` when no command is given).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every backend with its preference, test result and capabilities, then the one that would be used.
+    Probe,
+    /// Run the self-contained demonstration on every available backend.
+    Demo(crate::demo::DemoArgs),
+}
+
+/// Parses the command line, runs the command, returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.verbose);
+    match cli.command {
+        Some(Command::Probe) => probe(cli.poller.as_deref()),
+        None if cli.verbose >= 2 => probe(cli.poller.as_deref()),
+        None => {
+            eprintln!("anypoll: no command given; try `anypoll probe`, `anypoll demo` or `anypoll --help`");
+            ExitCode::from(2)
+        }
+        Some(Command::Demo(args)) => crate::demo::run(&args, cli.poller.as_deref()),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).try_init();
+}
+
+/// Chooses the backend for a command: `--poller`, then `ANYPOLL_POLLER`,
+/// then the best available. On error, prints it and gives exit status 2.
+pub fn choose_poller(flag: Option<&str>) -> Result<(AnyPoller, Source), ExitCode> {
+    registry::choose(None, flag).map_err(|e| {
+        eprintln!("anypoll: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// The capabilities as `LEVEL|EDGE|…`.
+pub fn caps_string(caps: anypoll_backends::Capabilities) -> String {
+    caps.iter_names().map(|(n, _)| n).collect::<Vec<_>>().join("|")
+}
+
+fn probe(flag: Option<&str>) -> ExitCode {
+    println!("{:<8} {:>4}  {:<32} capabilities", "backend", "pref", "test");
+    for b in registry::backends() {
+        let (result, caps) = match b.test() {
+            Probe::Ok(c) => ("OK".to_string(), caps_string(c)),
+            Probe::Failed(e) => (format!("FAILED: {e}"), String::new()),
+            Probe::NotBuilt => ("not built for this platform".to_string(), String::new()),
+        };
+        println!("{:<8} {:>4}  {:<32} {}", b.name, b.preference, result, caps);
+    }
+    match choose_poller(flag) {
+        Ok((p, source)) => {
+            println!("will use {} (from {source})", p.name());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
