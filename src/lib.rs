@@ -1,8 +1,15 @@
 //! # anypoll
 //!
 //! An event-loop framework for network daemons: one poller API over epoll,
-//! kqueue, event ports, poll and select, chosen at run time. The backends
-//! live in [`anypoll_backends`], re-exported here as [`backends`].
+//! kqueue, event ports, poll and select, chosen at run time.
+//!
+//! * [`backends`] (the `anypoll-backends` crate): the `Poller` trait, one
+//!   file per backend, the registry.
+//! * [`fd`]: the fd table and its state machine (speculative I/O, level vs
+//!   edge, the update list).
+//! * [`EventLoop`]: the loop that drives a [`Handler`] with I/O events,
+//!   timers, a waker and signals, and counts every syscall it makes.
+//! * [`listener`]: accepting in bounded batches, pausing on EMFILE.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -10,4 +17,16 @@
 pub use anypoll_backends as backends;
 
 pub mod cli;
+pub mod counters;
 pub mod demo;
+pub mod event_loop;
+pub mod fd;
+pub mod listener;
+pub mod signal;
+pub mod sys;
+pub mod timer;
+
+pub use counters::Counters;
+pub use event_loop::{Ctx, EventLoop, Handler, Io, IoEvent};
+pub use fd::{FdState, Strategy};
+pub use timer::TimerId;

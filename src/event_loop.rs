@@ -1,0 +1,698 @@
+//! The event loop: an fd table driven by one [`AnyPoller`], with timers, a
+//! waker, signals and speculative I/O. The rules of the fd state live in
+//! [`crate::fd`]; this file applies them.
+//!
+//! One iteration:
+//!
+//! 1. apply the update list (the only place that calls the poller's
+//!    add/modify/delete for registered fds);
+//! 2. wait: timeout 0 while an fd is runnable (ACTIVE and READY) without
+//!    an event, else until the next timer;
+//! 3. turn events into state (READY bits, sticky ERROR/HUP) and put their
+//!    fds on the run list; drop stale events (generation mismatch);
+//! 4. fire due timers, deliver a wake-up and signals;
+//! 5. call the owner of each fd on the run list with the directions that
+//!    are ACTIVE and READY. An owner that made progress and is still
+//!    runnable is called again next iteration (speculatively, without a
+//!    wait); one that did nothing is not called again until something new
+//!    happens, so an ignored event can never become a busy loop.
+//!
+//! ```
+//! use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent};
+//! use std::io::Write;
+//! use std::os::fd::AsRawFd;
+//! use std::os::unix::net::UnixStream;
+//!
+//! struct Reader { got: Vec<u8> }
+//! impl Handler for Reader {
+//!     fn io(&mut self, cx: &mut Ctx, ev: IoEvent) {
+//!         let mut buf = [0u8; 64];
+//!         loop {
+//!             match cx.recv(ev.fd, &mut buf) {
+//!                 Io::Done(n) => self.got.extend_from_slice(&buf[..n]),
+//!                 Io::Closed => { cx.deregister(ev.fd).unwrap(); cx.stop(); return; }
+//!                 Io::WouldBlock => return,
+//!                 Io::Error(e) => panic!("{e}"),
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! let (mut a, b) = UnixStream::pair().unwrap();
+//! b.set_nonblocking(true).unwrap();
+//! let mut el = EventLoop::from_env().unwrap();
+//! el.cx().register(b.as_raw_fd(), 0, FdState::RECV_ACTIVE).unwrap();
+//! a.write_all(b"hello").unwrap();
+//! drop(a);
+//! let mut h = Reader { got: Vec::new() };
+//! el.run(&mut h).unwrap();
+//! assert_eq!(h.got, b"hello");
+//! ```
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use anypoll_backends::registry;
+use anypoll_backends::{AnyPoller, Capabilities, Events, Interest, Poller, Token, Trigger, Waker};
+
+use crate::counters::Counters;
+use crate::fd::{on_event, wanted, FdState, FdTable, Strategy};
+use crate::signal::SignalPipe;
+use crate::timer::{TimerId, Timers};
+
+/// The owner value of the loop's own signal pipe.
+const SIGNAL_OWNER: usize = usize::MAX;
+
+/// What the loop hands an owner.
+#[derive(Debug, Clone, Copy)]
+pub struct IoEvent {
+    /// The fd.
+    pub fd: RawFd,
+    /// The owner value given at registration.
+    pub owner: usize,
+    /// The directions that are ACTIVE and READY: worth an I/O attempt.
+    pub ready: Interest,
+    /// The fd's whole state, sticky ERROR and hang-up bits included.
+    pub state: FdState,
+}
+
+/// The outcome of a recv or send through the loop.
+#[derive(Debug)]
+pub enum Io {
+    /// Moved this many bytes (more than 0).
+    Done(usize),
+    /// EAGAIN: the direction is no longer READY and will be polled.
+    WouldBlock,
+    /// recv: the peer shut down its side (a recv returned 0, or a short
+    /// read after a hang-up report proved it without another recv).
+    Closed,
+    /// A hard error; the fd's ERROR bit is set.
+    Error(io::Error),
+}
+
+/// The owner side of the loop: one value holds every owner's state, and
+/// each call gets a [`Ctx`] to change interests, do I/O and set timers.
+pub trait Handler {
+    /// An fd is ready in `ev.ready`.
+    fn io(&mut self, cx: &mut Ctx, ev: IoEvent);
+    /// A timer set with [`Ctx::add_timer`] fired.
+    fn timer(&mut self, cx: &mut Ctx, id: TimerId, data: u64) {
+        let _ = (cx, id, data);
+    }
+    /// A signal arrived (see [`EventLoop::handle_signals`]).
+    fn signal(&mut self, cx: &mut Ctx, signal: libc::c_int) {
+        let _ = (cx, signal);
+    }
+    /// A [`Waker`] woke the loop.
+    fn wake(&mut self, cx: &mut Ctx) {
+        let _ = cx;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TimerKind {
+    User(u64),
+    /// Re-enable recv on a paused fd (a listener after EMFILE).
+    Resume(RawFd, u32),
+}
+
+/// Everything a handler may touch: the fd table, timers, counters, the
+/// poller's identity. Obtained as the `cx` argument of [`Handler`] calls,
+/// or from [`EventLoop::cx`] before the loop runs.
+#[derive(Debug)]
+pub struct Ctx {
+    poller: AnyPoller,
+    strategy: Strategy,
+    fds: FdTable,
+    timers: Timers<TimerKind>,
+    counters: Counters,
+    errors: HashMap<RawFd, io::Error>,
+    stop: bool,
+    now: Instant,
+    /// A listener paused for EMFILE/ENFILE logs once per episode.
+    pub(crate) emfile_logged: bool,
+}
+
+fn pack(fd: RawFd, gen: u32) -> usize {
+    // A generation tag needs 64 bits of token; on 32-bit targets the low
+    // half of the generation still catches almost every reuse.
+    ((u64::from(gen) << 32) | u64::from(fd as u32)) as usize
+}
+
+fn unpack(token: usize) -> (RawFd, u32) {
+    let t = token as u64;
+    (t as u32 as RawFd, (t >> 32) as u32)
+}
+
+impl Ctx {
+    /// The backend's name.
+    pub fn backend(&self) -> &'static str {
+        self.poller.name()
+    }
+    /// The backend's capabilities.
+    pub fn capabilities(&self) -> Capabilities {
+        self.poller.capabilities()
+    }
+    /// The strategy in use.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+    /// The loop's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    /// The loop's counters, for layers that make their own syscalls.
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+    /// A waker for this loop, usable from any thread.
+    pub fn waker(&self) -> Waker {
+        self.poller.waker()
+    }
+    /// The time at the start of this iteration's dispatch.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+    /// Asks the loop to return from [`EventLoop::run`] after this iteration.
+    pub fn stop(&mut self) {
+        self.stop = true;
+    }
+    /// Whether [`stop`](Ctx::stop) was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stop
+    }
+    /// How many fds are registered (the loop's own signal pipe included).
+    pub fn fd_count(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Registers `fd` for `owner` with an initial `state`, usually some of
+    /// `RECV_ACTIVE`, `SEND_ACTIVE`, and `SEND_READY` for a connected socket
+    /// (a send is tried before any poll). Directions that start ACTIVE and
+    /// READY get a speculative call without a wait. The kernel is told at
+    /// the next wait, in one batch, and only if needed.
+    ///
+    /// # Errors
+    /// `InvalidInput` if the backend cannot watch this fd number (select and
+    /// FD_SETSIZE), naming the fd and the backend.
+    pub fn register(&mut self, fd: RawFd, owner: usize, state: FdState) -> io::Result<()> {
+        if let Some(limit) = self.poller.fd_limit() {
+            if fd >= limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("fd {fd} cannot be watched by the {} backend (limit {limit})", self.poller.name()),
+                ));
+            }
+        }
+        if let Some(old) = self.fds.get(fd) {
+            if old.polled.is_some() {
+                // The number was registered and not deregistered: drop the
+                // old kernel registration before the new one takes over.
+                let _ = self.poller.delete(fd);
+                self.counters.ctl += 1;
+            }
+        }
+        self.errors.remove(&fd);
+        self.fds.insert(fd, owner, state);
+        self.reschedule_if_runnable(fd);
+        Ok(())
+    }
+
+    /// Stops watching `fd` and forgets it. Does not close it. Call it
+    /// before closing an fd, or use [`close`](Ctx::close).
+    pub fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
+        let e = self.fds.remove(fd).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("fd {fd} is not registered with the loop"))
+        })?;
+        self.errors.remove(&fd);
+        if e.polled.is_some() {
+            self.counters.ctl += 1;
+            self.poller.delete(fd)?;
+        }
+        Ok(())
+    }
+
+    /// Deregisters and closes `fd`.
+    pub fn close(&mut self, fd: RawFd) -> io::Result<()> {
+        let r = self.deregister(fd);
+        // SAFETY: the caller hands the fd over to be closed; it must not use it again.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        self.counters.other += 1;
+        r
+    }
+
+    /// The state of `fd`.
+    pub fn state(&self, fd: RawFd) -> Option<FdState> {
+        self.fds.get(fd).map(|e| e.state)
+    }
+
+    /// The owner value of `fd`.
+    pub fn owner(&self, fd: RawFd) -> Option<usize> {
+        self.fds.get(fd).map(|e| e.owner)
+    }
+
+    /// The error that made the loop set ERROR on `fd` itself (the backend
+    /// refused it), if any.
+    pub fn take_error(&mut self, fd: RawFd) -> Option<io::Error> {
+        self.errors.remove(&fd)
+    }
+
+    fn reschedule_if_runnable(&mut self, fd: RawFd) {
+        if self.fds.get(fd).is_some_and(|e| !e.runnable().is_empty()) {
+            self.fds.schedule(fd);
+        }
+    }
+
+    /// Sets and clears state bits of `fd`, then schedules a speculative call
+    /// if a direction became runnable. Every public state call goes here.
+    pub fn set_state(&mut self, fd: RawFd, set: FdState, clear: FdState) {
+        self.fds.change(fd, set, clear);
+        self.reschedule_if_runnable(fd);
+    }
+
+    /// The owner wants to receive.
+    pub fn want_recv(&mut self, fd: RawFd) {
+        self.set_state(fd, FdState::RECV_ACTIVE, FdState::empty());
+    }
+    /// The owner no longer wants to receive.
+    pub fn stop_recv(&mut self, fd: RawFd) {
+        self.set_state(fd, FdState::empty(), FdState::RECV_ACTIVE);
+    }
+    /// The owner wants to send.
+    pub fn want_send(&mut self, fd: RawFd) {
+        self.set_state(fd, FdState::SEND_ACTIVE, FdState::empty());
+    }
+    /// The owner no longer wants to send.
+    pub fn stop_send(&mut self, fd: RawFd) {
+        self.set_state(fd, FdState::empty(), FdState::SEND_ACTIVE);
+    }
+    /// A recv returned EAGAIN: poll before trying again.
+    pub fn cant_recv(&mut self, fd: RawFd) {
+        self.set_state(fd, FdState::empty(), FdState::RECV_READY);
+    }
+    /// A send returned EAGAIN: poll before trying again.
+    pub fn cant_send(&mut self, fd: RawFd) {
+        self.set_state(fd, FdState::empty(), FdState::SEND_READY);
+    }
+    /// Declares that a recv is worth trying (without an event).
+    pub fn may_recv(&mut self, fd: RawFd) {
+        self.set_state(fd, FdState::RECV_READY, FdState::empty());
+    }
+    /// Declares that a send is worth trying (without an event).
+    pub fn may_send(&mut self, fd: RawFd) {
+        self.set_state(fd, FdState::SEND_READY, FdState::empty());
+    }
+
+    /// A recv returned less than asked: under the level strategy the fd is
+    /// drained, so READY is cleared without the recv that would only return
+    /// EAGAIN. Under edge it proves nothing, unless a hang-up was reported:
+    /// then the input is over (SHUT) on both strategies.
+    pub fn done_recv(&mut self, fd: RawFd) {
+        let Some(e) = self.fds.get(fd) else { return };
+        if e.state.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP) {
+            self.set_state(fd, FdState::RECV_SHUT, FdState::empty());
+        } else if self.strategy == Strategy::Level {
+            self.set_state(fd, FdState::empty(), FdState::RECV_READY);
+        }
+    }
+
+    /// A send took less than offered: the socket buffer is full. Under the
+    /// level strategy READY is cleared at once; under edge only an EAGAIN
+    /// clears it.
+    pub fn done_send(&mut self, fd: RawFd) {
+        if self.strategy == Strategy::Level {
+            self.set_state(fd, FdState::empty(), FdState::SEND_READY);
+        }
+    }
+
+    fn mark_progress(&mut self, fd: RawFd) {
+        if let Some(e) = self.fds.get_mut(fd) {
+            e.progress = true;
+        }
+    }
+
+    fn hard_error(&mut self, fd: RawFd) {
+        self.set_state(fd, FdState::ERROR | FdState::RECV_SHUT | FdState::SEND_SHUT, FdState::empty());
+    }
+
+    /// Receives into `buf`, counting the syscall and applying the state
+    /// rules: EAGAIN clears READY, a short read is `done_recv`, 0 is a read
+    /// shutdown, EINTR is retried, a hard error sets ERROR. A fd whose input
+    /// is known to be over returns [`Io::Closed`] without a syscall.
+    pub fn recv(&mut self, fd: RawFd, buf: &mut [u8]) -> Io {
+        if self.state(fd).is_some_and(|s| s.contains(FdState::RECV_SHUT)) {
+            return Io::Closed;
+        }
+        loop {
+            self.counters.reads += 1;
+            // SAFETY: `buf` is valid for writes of its length for the duration of the call.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0 {
+                let n = n as usize;
+                self.mark_progress(fd);
+                if n < buf.len() {
+                    self.done_recv(fd);
+                }
+                return Io::Done(n);
+            }
+            if n == 0 {
+                self.set_state(fd, FdState::RECV_SHUT, FdState::empty());
+                return Io::Closed;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    self.counters.eagain += 1;
+                    self.cant_recv(fd);
+                    return Io::WouldBlock;
+                }
+                _ => {
+                    self.hard_error(fd);
+                    return Io::Error(e);
+                }
+            }
+        }
+    }
+
+    /// Sends from `buf` with MSG_NOSIGNAL (and MSG_MORE when `more`, where
+    /// it exists), with the same state rules as [`recv`](Ctx::recv).
+    pub fn send(&mut self, fd: RawFd, buf: &[u8], more: bool) -> Io {
+        let flags = crate::sys::SEND_FLAGS | if more { crate::sys::MORE_FLAG } else { 0 };
+        loop {
+            self.counters.writes += 1;
+            // SAFETY: `buf` is valid for reads of its length for the duration of the call.
+            let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
+            if n >= 0 {
+                let n = n as usize;
+                self.mark_progress(fd);
+                if n < buf.len() {
+                    self.done_send(fd);
+                }
+                return if n == 0 && !buf.is_empty() { Io::WouldBlock } else { Io::Done(n) };
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    self.counters.eagain += 1;
+                    self.cant_send(fd);
+                    return Io::WouldBlock;
+                }
+                _ => {
+                    self.hard_error(fd);
+                    return Io::Error(e);
+                }
+            }
+        }
+    }
+
+    /// Accepts one connection from listening socket `fd`, non-blocking and
+    /// close-on-exec. `Ok(None)` on EAGAIN (recv no longer READY).
+    pub fn accept(&mut self, fd: RawFd) -> io::Result<Option<(OwnedFd, SocketAddr)>> {
+        loop {
+            self.counters.accepts += 1;
+            match crate::sys::accept(fd) {
+                Ok(r) => {
+                    self.mark_progress(fd);
+                    return Ok(Some(r));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.counters.eagain += 1;
+                    self.cant_recv(fd);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Stops receiving on `fd` for `pause`, then resumes (a listener after
+    /// EMFILE: the pending connection stays queued, so a level-triggered
+    /// listener would spin).
+    pub fn pause_recv(&mut self, fd: RawFd, pause: Duration) {
+        let Some(gen) = self.fds.get(fd).map(|e| e.gen) else { return };
+        self.stop_recv(fd);
+        let at = Instant::now() + pause;
+        self.timers.add(at, TimerKind::Resume(fd, gen));
+    }
+
+    /// Sets a timer `after` from now; [`Handler::timer`] gets `data`.
+    pub fn add_timer(&mut self, after: Duration, data: u64) -> TimerId {
+        self.timers.add(Instant::now() + after, TimerKind::User(data))
+    }
+    /// Sets a timer at `deadline`.
+    pub fn add_timer_at(&mut self, deadline: Instant, data: u64) -> TimerId {
+        self.timers.add(deadline, TimerKind::User(data))
+    }
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.timers.cancel(id)
+    }
+    /// Moves a pending timer to `after` from now; returns its new id.
+    pub fn reschedule_timer(&mut self, id: TimerId, after: Duration) -> Option<TimerId> {
+        self.timers.reschedule(id, Instant::now() + after)
+    }
+    /// How many timers are pending (the loop's own included).
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Rule 2 of [`crate::fd`]: brings the kernel in line with the table
+    /// for every fd on the update list.
+    fn apply_updates(&mut self, spare: &mut Vec<RawFd>) {
+        std::mem::swap(&mut self.fds.updates, spare);
+        let trigger = match self.strategy {
+            Strategy::Level => Trigger::Level,
+            Strategy::Edge => Trigger::Edge,
+        };
+        for &fd in spare.iter() {
+            let Some(e) = self.fds.get_mut(fd) else { continue };
+            if !e.queued {
+                continue;
+            }
+            e.queued = false;
+            let want = wanted(e.state, e.polled, self.strategy);
+            let token = Token(pack(fd, e.gen));
+            let result = match e.polled {
+                Some(now) if now == want => continue,
+                None if want.is_empty() => continue,
+                None => self.poller.add(fd, token, want, trigger).map(|_| Some(want)),
+                Some(_) if want.is_empty() => self.poller.delete(fd).map(|_| None),
+                Some(_) => self.poller.modify(fd, token, want, trigger).map(|_| Some(want)),
+            };
+            self.counters.ctl += 1;
+            match result {
+                Ok(polled) => self.fds.get_mut(fd).expect("still there").polled = polled,
+                Err(err) => {
+                    log::warn!("fd {fd}: the {} backend refused it: {err}", self.poller.name());
+                    self.errors.insert(fd, err);
+                    self.set_state(fd, FdState::ERROR | FdState::RECV_READY | FdState::SEND_READY, FdState::empty());
+                }
+            }
+        }
+        spare.clear();
+    }
+}
+
+/// An event loop over one backend.
+#[derive(Debug)]
+pub struct EventLoop {
+    cx: Ctx,
+    events: Events,
+    signals: Option<SignalPipe>,
+    sigbuf: Vec<libc::c_int>,
+    spare: Vec<RawFd>,
+    run: Vec<RawFd>,
+}
+
+impl EventLoop {
+    /// A loop on the backend chosen by `ANYPOLL_POLLER` or the best
+    /// available, with the strategy chosen from its capabilities.
+    pub fn from_env() -> io::Result<EventLoop> {
+        let (poller, _) =
+            registry::choose(None, None).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        EventLoop::new(poller, None)
+    }
+
+    /// A loop on `poller`. `strategy` forces level or edge; `None` picks
+    /// level where the backend has it (a short read then proves the fd
+    /// drained, saving the EAGAIN read that edge needs), else edge.
+    ///
+    /// # Errors
+    /// `Unsupported` when the forced strategy is not one the backend can do
+    /// (edge on poll, select or event ports); the message names both.
+    pub fn new(poller: AnyPoller, strategy: Option<Strategy>) -> io::Result<EventLoop> {
+        let caps = poller.capabilities();
+        let strategy = match strategy {
+            Some(Strategy::Edge) if !caps.contains(Capabilities::EDGE) => {
+                return Err(anypoll_backends::unsupported_trigger(poller.name(), caps, Trigger::Edge))
+            }
+            Some(Strategy::Level) if !caps.contains(Capabilities::LEVEL) => {
+                return Err(anypoll_backends::unsupported_trigger(poller.name(), caps, Trigger::Level))
+            }
+            Some(s) => s,
+            None if caps.contains(Capabilities::LEVEL) => Strategy::Level,
+            None => Strategy::Edge,
+        };
+        crate::sys::ignore_sigpipe();
+        Ok(EventLoop {
+            cx: Ctx {
+                poller,
+                strategy,
+                fds: FdTable::new(),
+                timers: Timers::new(),
+                counters: Counters::default(),
+                errors: HashMap::new(),
+                stop: false,
+                now: Instant::now(),
+                emfile_logged: false,
+            },
+            events: Events::with_capacity(1024),
+            signals: None,
+            sigbuf: Vec::new(),
+            spare: Vec::new(),
+            run: Vec::new(),
+        })
+    }
+
+    /// The context, to register fds and set timers before running.
+    pub fn cx(&mut self) -> &mut Ctx {
+        &mut self.cx
+    }
+
+    /// Delivers `signals` (some of SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2,
+    /// SIGCHLD) to [`Handler::signal`]. One loop per process may do this.
+    pub fn handle_signals(&mut self, signals: &[libc::c_int]) -> io::Result<()> {
+        let pipe = SignalPipe::install(signals)?;
+        self.cx.register(pipe.fd(), SIGNAL_OWNER, FdState::RECV_ACTIVE)?;
+        self.signals = Some(pipe);
+        Ok(())
+    }
+
+    /// Re-creates the poller after `fork()` in the child, and registers every
+    /// fd again. Without it the child shares the parent's epoll or kqueue
+    /// set, and fds the child closed keep waking both: 100% CPU.
+    pub fn after_fork(&mut self) -> io::Result<()> {
+        let name = self.cx.poller.name();
+        self.cx.poller = registry::create(name, registry::Source::Api)
+            .map_err(|e| io::Error::new(io::ErrorKind::Other, e.to_string()))?;
+        let fds: Vec<RawFd> = self.cx.fds.iter().map(|(fd, _)| fd).collect();
+        for fd in fds {
+            self.cx.fds.get_mut(fd).expect("listed").polled = None;
+            self.cx.fds.queue(fd);
+        }
+        Ok(())
+    }
+
+    /// Runs until [`Ctx::stop`].
+    pub fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+        while !self.cx.stop {
+            self.run_once(handler, None)?;
+        }
+        Ok(())
+    }
+
+    /// One iteration; the wait lasts at most `max_wait` (`None`: until the
+    /// next timer, or forever if there is none).
+    pub fn run_once<H: Handler>(&mut self, handler: &mut H, max_wait: Option<Duration>) -> io::Result<()> {
+        let cx = &mut self.cx;
+        cx.counters.iterations += 1;
+        cx.apply_updates(&mut self.spare);
+
+        let now = Instant::now();
+        let timeout = if !cx.fds.spec.is_empty() || cx.stop {
+            Some(Duration::ZERO)
+        } else {
+            let to_timer = cx.timers.next_deadline().map(|d| d.saturating_duration_since(now));
+            match (to_timer, max_wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        cx.counters.waits += 1;
+        self.events.clear();
+        cx.poller.wait(&mut self.events, timeout)?;
+        cx.now = Instant::now();
+        cx.counters.events += self.events.len() as u64;
+
+        let mut signalled = false;
+        for ev in self.events.iter() {
+            let (fd, gen) = unpack(ev.token().0);
+            let Some(e) = cx.fds.get_mut(fd).filter(|e| e.gen == gen) else {
+                cx.counters.stale += 1;
+                continue;
+            };
+            if e.owner == SIGNAL_OWNER {
+                signalled = true;
+                continue;
+            }
+            let before = e.state;
+            e.state = on_event(e.state, ev.ready());
+            e.progress = true;
+            let final_now = e.state.intersects(FdState::ERROR | FdState::SEEN_HUP);
+            let final_before = before.intersects(FdState::ERROR | FdState::SEEN_HUP);
+            if final_now && !final_before {
+                cx.fds.queue(fd);
+            }
+            cx.fds.schedule(fd);
+        }
+        let woken = self.events.woken();
+
+        while let Some((id, kind)) = self.cx.timers.pop_due(self.cx.now) {
+            self.cx.counters.timers += 1;
+            match kind {
+                TimerKind::User(data) => handler.timer(&mut self.cx, id, data),
+                TimerKind::Resume(fd, gen) => {
+                    if self.cx.fds.get(fd).is_some_and(|e| e.gen == gen) {
+                        log::info!("fd {fd}: resuming after a pause");
+                        self.cx.emfile_logged = false;
+                        self.cx.want_recv(fd);
+                        self.cx.may_recv(fd);
+                    }
+                }
+            }
+        }
+        if woken {
+            handler.wake(&mut self.cx);
+        }
+        if signalled {
+            if let Some(pipe) = &self.signals {
+                self.sigbuf.clear();
+                pipe.drain(&mut self.sigbuf);
+                self.cx.counters.reads += 1;
+                for i in 0..self.sigbuf.len() {
+                    let sig = self.sigbuf[i];
+                    handler.signal(&mut self.cx, sig);
+                }
+            }
+        }
+
+        std::mem::swap(&mut self.cx.fds.spec, &mut self.run);
+        for i in 0..self.run.len() {
+            let fd = self.run[i];
+            let cx = &mut self.cx;
+            let Some(e) = cx.fds.get_mut(fd) else { continue };
+            e.spec = false;
+            let ready = e.runnable();
+            if ready.is_empty() || !e.progress || e.owner == SIGNAL_OWNER {
+                continue;
+            }
+            e.progress = false;
+            let (owner, state, gen) = (e.owner, e.state, e.gen);
+            handler.io(cx, IoEvent { fd, owner, ready, state });
+            if let Some(e) = cx.fds.get(fd) {
+                if e.gen == gen && e.progress && !e.spec && !e.runnable().is_empty() {
+                    cx.counters.spec_calls += 1;
+                    cx.fds.schedule(fd);
+                }
+            }
+        }
+        self.run.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,343 @@
+//! The fd table: what the loop knows about each fd, and the rules that turn
+//! that knowledge into kernel registrations.
+//!
+//! # State of one fd
+//!
+//! Each fd has two directions, recv and send, and each direction three bits:
+//!
+//! * `ACTIVE`: the owner wants to do I/O in this direction;
+//! * `READY`: no EAGAIN was seen since the poller last said "ready" (or since
+//!   the owner declared it ready), so an I/O attempt is worth making;
+//! * `SHUT`: the direction is closed (recv returned 0, a hang-up was
+//!   reported, or the owner shut it); nothing more will ever happen there.
+//!
+//! plus a sticky `ERROR` (a hard error was reported or returned) and the
+//! sticky hang-up bits the poller reported (`SEEN_RDHUP`, `SEEN_HUP`).
+//!
+//! # Rules
+//!
+//! 1. **Speculative I/O.** Enabling a direction (`want_*`) does not touch the
+//!    kernel. If the direction is READY, the owner is called at once, without
+//!    a wait (and the wait timeout is 0 while such an fd exists). It tries the
+//!    I/O; only an EAGAIN (`cant_*`) clears READY, and only then is the
+//!    direction polled.
+//! 2. **Update list.** Every state change that could alter what the kernel
+//!    must watch puts the fd on the update list, once. The list is applied in
+//!    one batch just before the wait. An fd whose wanted registration equals
+//!    its current one costs nothing, so enabling then disabling a direction
+//!    between two waits costs no syscall.
+//! 3. **Level strategy.** A direction is polled when it is ACTIVE and not
+//!    READY. Once polled, it stays polled while ACTIVE even when an event
+//!    makes it READY again (lazy removal): the kernel is only told to stop
+//!    when the owner stops wanting the direction. A short read or write means
+//!    the socket was drained at that instant, so it clears READY without the
+//!    extra call that would only return EAGAIN ("done").
+//! 4. **Edge strategy.** Both directions are registered once, when the fd is
+//!    added, and never changed. READY is set by events and cleared only by
+//!    EAGAIN, or by a shutdown report: a short read proves nothing, unless a
+//!    hang-up (RDHUP/HUP) was reported.
+//! 5. **Nothing is polled that cannot change.** A SHUT direction, and every
+//!    direction of an fd with a sticky ERROR or HUP, is not polled: the
+//!    kernel would report the same final state on every wait (level) and the
+//!    loop would spin. The owner learns the state from the sticky bits,
+//!    which keep the direction READY, so a close is never missed.
+//! 6. **Generations.** Each registration of an fd number gets a new
+//!    generation, carried in the poller token. An event whose generation is
+//!    not the fd's current one was queued for a previous owner of the number
+//!    (closed and reused within one batch) and is dropped.
+
+use std::os::fd::RawFd;
+
+use anypoll_backends::{Interest, Ready};
+
+bitflags::bitflags! {
+    /// The state bits of one fd; see the [module docs](self).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct FdState: u16 {
+        /// The owner wants to receive.
+        const RECV_ACTIVE = 1 << 0;
+        /// A recv is worth trying.
+        const RECV_READY = 1 << 1;
+        /// Nothing more will be received.
+        const RECV_SHUT = 1 << 2;
+        /// The owner wants to send.
+        const SEND_ACTIVE = 1 << 3;
+        /// A send is worth trying.
+        const SEND_READY = 1 << 4;
+        /// Nothing more can be sent.
+        const SEND_SHUT = 1 << 5;
+        /// A hard error was reported or returned (sticky).
+        const ERROR = 1 << 6;
+        /// The poller reported that the peer closed its sending side (sticky).
+        const SEEN_RDHUP = 1 << 7;
+        /// The poller reported that both directions are closed (sticky).
+        const SEEN_HUP = 1 << 8;
+    }
+}
+
+/// How the loop uses the kernel; see rules 3 and 4 in the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Poll a direction while it is ACTIVE and not READY.
+    Level,
+    /// Register both directions once; READY cleared only by EAGAIN.
+    Edge,
+}
+
+impl Strategy {
+    /// `"level"` or `"edge"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Level => "level",
+            Strategy::Edge => "edge",
+        }
+    }
+}
+
+/// One fd's entry.
+#[derive(Debug, Clone, Copy)]
+pub struct FdEntry {
+    /// The state bits.
+    pub state: FdState,
+    /// The generation of this registration.
+    pub gen: u32,
+    /// The owner's value, handed back with every call.
+    pub owner: usize,
+    /// What the kernel currently watches (`None`: not registered at all).
+    pub polled: Option<Interest>,
+    /// Whether the fd is on the update list.
+    pub(crate) queued: bool,
+    /// Whether the fd is on the speculative (run) list.
+    pub(crate) spec: bool,
+    /// Set when the owner made progress (I/O that moved data, or a state
+    /// change) during its last call; an owner that did nothing is not
+    /// called again until something new happens, so an ignored event
+    /// cannot turn into a spin.
+    pub(crate) progress: bool,
+}
+
+impl FdEntry {
+    /// Whether a direction is ACTIVE and READY (the owner should be called).
+    pub fn runnable(&self) -> Interest {
+        let s = self.state;
+        let mut i = Interest::empty();
+        if s.contains(FdState::RECV_ACTIVE | FdState::RECV_READY) {
+            i |= Interest::READ;
+        }
+        if s.contains(FdState::SEND_ACTIVE | FdState::SEND_READY) {
+            i |= Interest::WRITE;
+        }
+        i
+    }
+}
+
+/// What the kernel should watch for an fd in `state`, given what it
+/// watches now (`polled`) and the strategy. Pure: rules 3 to 5.
+pub fn wanted(state: FdState, polled: Option<Interest>, strategy: Strategy) -> Interest {
+    if state.intersects(FdState::ERROR | FdState::SEEN_HUP) {
+        return Interest::empty();
+    }
+    let now = polled.unwrap_or(Interest::empty());
+    let dir = |active: FdState, ready: FdState, shut: FdState, bit: Interest| -> bool {
+        if state.contains(shut) {
+            return false;
+        }
+        match strategy {
+            Strategy::Edge => true,
+            Strategy::Level => state.contains(active) && (!state.contains(ready) || now.contains(bit)),
+        }
+    };
+    let mut w = Interest::empty();
+    if dir(FdState::RECV_ACTIVE, FdState::RECV_READY, FdState::RECV_SHUT, Interest::READ) {
+        w |= Interest::READ;
+    }
+    if dir(FdState::SEND_ACTIVE, FdState::SEND_READY, FdState::SEND_SHUT, Interest::WRITE) {
+        w |= Interest::WRITE;
+    }
+    w
+}
+
+/// The state after the poller reported `ready`. Pure.
+///
+/// READABLE, READ_CLOSED, HUP and ERROR all make recv READY: the owner must
+/// try a recv to see the data, the EOF or the error (a sticky HUP or ERROR
+/// keeps it READY, so a close is never missed). WRITABLE, HUP and ERROR make
+/// send READY.
+pub fn on_event(state: FdState, ready: Ready) -> FdState {
+    let mut s = state;
+    if ready.intersects(Ready::READABLE | Ready::READ_CLOSED | Ready::HUP | Ready::ERROR | Ready::PRIORITY) {
+        s |= FdState::RECV_READY;
+    }
+    if ready.intersects(Ready::WRITABLE | Ready::HUP | Ready::ERROR) {
+        s |= FdState::SEND_READY;
+    }
+    if ready.contains(Ready::READ_CLOSED) {
+        s |= FdState::SEEN_RDHUP;
+    }
+    if ready.contains(Ready::HUP) {
+        s |= FdState::SEEN_HUP | FdState::SEEN_RDHUP;
+    }
+    if ready.contains(Ready::ERROR) {
+        s |= FdState::ERROR;
+    }
+    s
+}
+
+/// The fd table, indexed by fd number, with its update and run lists.
+#[derive(Debug, Default)]
+pub struct FdTable {
+    entries: Vec<Option<FdEntry>>,
+    next_gen: u32,
+    pub(crate) updates: Vec<RawFd>,
+    pub(crate) spec: Vec<RawFd>,
+    count: usize,
+}
+
+impl FdTable {
+    /// An empty table.
+    pub fn new() -> FdTable {
+        FdTable { next_gen: 1, ..FdTable::default() }
+    }
+
+    /// Adds `fd` with `state`, a fresh generation, and queues it for update.
+    pub fn insert(&mut self, fd: RawFd, owner: usize, state: FdState) -> u32 {
+        let i = fd as usize;
+        if i >= self.entries.len() {
+            self.entries.resize(i + 1, None);
+        }
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let entry = FdEntry { state, gen, owner, polled: None, queued: false, spec: false, progress: true };
+        if self.entries[i].replace(entry).is_none() {
+            self.count += 1;
+        }
+        self.queue(fd);
+        gen
+    }
+
+    /// Removes `fd`; returns its last entry.
+    pub fn remove(&mut self, fd: RawFd) -> Option<FdEntry> {
+        let e = self.entries.get_mut(fd as usize)?.take();
+        if e.is_some() {
+            self.count -= 1;
+        }
+        e
+    }
+
+    /// The entry of `fd`.
+    pub fn get(&self, fd: RawFd) -> Option<&FdEntry> {
+        self.entries.get(usize::try_from(fd).ok()?)?.as_ref()
+    }
+
+    /// The entry of `fd`, mutable.
+    pub fn get_mut(&mut self, fd: RawFd) -> Option<&mut FdEntry> {
+        self.entries.get_mut(usize::try_from(fd).ok()?)?.as_mut()
+    }
+
+    /// How many fds are in the table.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Every fd in the table.
+    pub fn iter(&self) -> impl Iterator<Item = (RawFd, &FdEntry)> {
+        self.entries.iter().enumerate().filter_map(|(i, e)| Some((i as RawFd, e.as_ref()?)))
+    }
+
+    /// Puts `fd` on the update list (once).
+    pub fn queue(&mut self, fd: RawFd) {
+        if let Some(e) = self.get_mut(fd) {
+            if !e.queued {
+                e.queued = true;
+                self.updates.push(fd);
+            }
+        }
+    }
+
+    /// Changes the state of `fd`: sets `set`, clears `clear`. A change
+    /// queues the fd for update and counts as progress.
+    pub fn change(&mut self, fd: RawFd, set: FdState, clear: FdState) {
+        let Some(e) = self.get_mut(fd) else { return };
+        let new = (e.state | set) - clear;
+        if new != e.state {
+            e.state = new;
+            e.progress = true;
+            self.queue(fd);
+        }
+    }
+
+    /// Puts `fd` on the run list (once), for a speculative call.
+    pub(crate) fn schedule(&mut self, fd: RawFd) {
+        if let Some(e) = self.get_mut(fd) {
+            if !e.spec {
+                e.spec = true;
+                self.spec.push(fd);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RA: FdState = FdState::RECV_ACTIVE;
+    const RR: FdState = FdState::RECV_READY;
+    const SA: FdState = FdState::SEND_ACTIVE;
+    const SR: FdState = FdState::SEND_READY;
+
+    #[test]
+    fn level_polls_active_and_not_ready() {
+        assert_eq!(wanted(RA, None, Strategy::Level), Interest::READ);
+        assert_eq!(wanted(RA | RR, None, Strategy::Level), Interest::empty());
+        assert_eq!(wanted(RA | SA | SR, None, Strategy::Level), Interest::READ);
+        assert_eq!(wanted(FdState::empty(), Some(Interest::BOTH), Strategy::Level), Interest::empty());
+    }
+
+    #[test]
+    fn level_keeps_a_polled_direction_that_became_ready() {
+        // Lazy removal: an event made it READY; no syscall to unpoll it.
+        assert_eq!(wanted(RA | RR, Some(Interest::READ), Strategy::Level), Interest::READ);
+    }
+
+    #[test]
+    fn edge_registers_both_once() {
+        assert_eq!(wanted(FdState::empty(), None, Strategy::Edge), Interest::BOTH);
+        assert_eq!(wanted(RA | RR, Some(Interest::BOTH), Strategy::Edge), Interest::BOTH);
+    }
+
+    #[test]
+    fn final_states_are_not_polled() {
+        for s in [FdState::ERROR, FdState::SEEN_HUP] {
+            assert_eq!(wanted(RA | SA | s, Some(Interest::BOTH), Strategy::Level), Interest::empty());
+            assert_eq!(wanted(RA | SA | s, Some(Interest::BOTH), Strategy::Edge), Interest::empty());
+        }
+        assert_eq!(wanted(RA | FdState::RECV_SHUT | SA, None, Strategy::Level), Interest::WRITE);
+    }
+
+    #[test]
+    fn events_make_directions_ready_and_stick() {
+        let s = on_event(RA, Ready::ERROR);
+        assert!(s.contains(RR | SR | FdState::ERROR));
+        let s = on_event(RA, Ready::HUP | Ready::READ_CLOSED);
+        assert!(s.contains(RR | SR | FdState::SEEN_HUP | FdState::SEEN_RDHUP));
+        assert_eq!(on_event(FdState::empty(), Ready::WRITABLE), SR);
+    }
+
+    #[test]
+    fn toggling_queues_once_and_generations_differ() {
+        let mut t = FdTable::new();
+        let g1 = t.insert(4, 0, FdState::empty());
+        t.change(4, RA, FdState::empty());
+        t.change(4, FdState::empty(), RA);
+        assert_eq!(t.updates, vec![4]);
+        let g2 = t.insert(4, 0, FdState::empty());
+        assert_ne!(g1, g2);
+        assert_eq!(t.len(), 1);
+    }
+}

@@ -1,0 +1,120 @@
+//! Listeners: accept in bounded batches, and survive fd exhaustion.
+//!
+//! [`accept_batch`] accepts at most `max` connections per call, so one
+//! busy listener cannot starve the other fds of the loop; if it stops at
+//! `max` without an EAGAIN, the listener stays READY and the loop calls its
+//! owner again on the next iteration, after the others had their turn.
+//!
+//! accept() failing with EMFILE or ENFILE leaves the connection queued, so
+//! the listener stays readable: a level-triggered loop would call it again
+//! and again. Instead the listener is paused ([`Ctx::pause_recv`]) for
+//! [`EMFILE_PAUSE`], a warning is logged once per episode, and it resumes by
+//! itself.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::Ctx;
+
+/// How long a listener rests after EMFILE/ENFILE.
+pub const EMFILE_PAUSE: Duration = Duration::from_millis(100);
+
+/// Why a batch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// EAGAIN: the queue is empty; the listener is polled again.
+    Drained,
+    /// `max` connections were accepted; the loop calls again soon.
+    Budget,
+    /// Out of fds (EMFILE/ENFILE): paused for [`EMFILE_PAUSE`].
+    Paused,
+    /// Another error (logged); the listener is paused too.
+    Failed,
+}
+
+/// Accepts up to `max` connections from listening socket `fd`, handing
+/// each to `f`. Returns how many were accepted and why it stopped.
+pub fn accept_batch(
+    cx: &mut Ctx,
+    fd: RawFd,
+    max: usize,
+    mut f: impl FnMut(&mut Ctx, OwnedFd, SocketAddr),
+) -> (usize, BatchEnd) {
+    let mut n = 0;
+    while n < max {
+        match cx.accept(fd) {
+            Ok(Some((sock, peer))) => {
+                n += 1;
+                f(cx, sock, peer);
+            }
+            Ok(None) => return (n, BatchEnd::Drained),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                if !cx.emfile_logged {
+                    log::warn!("listener fd {fd}: {e}; pausing accepts for {EMFILE_PAUSE:?}");
+                    cx.emfile_logged = true;
+                }
+                cx.pause_recv(fd, EMFILE_PAUSE);
+                return (n, BatchEnd::Paused);
+            }
+            // The client gave up before we accepted: nothing to do.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED) | Some(libc::EPROTO)) => continue,
+            Err(e) => {
+                log::warn!("listener fd {fd}: accept failed: {e}; pausing accepts for {EMFILE_PAUSE:?}");
+                cx.pause_recv(fd, EMFILE_PAUSE);
+                return (n, BatchEnd::Failed);
+            }
+        }
+    }
+    (n, BatchEnd::Budget)
+}
+
+/// Creates a non-blocking listening TCP socket on `addr` with SO_REUSEADDR
+/// (and SO_REUSEPORT when `reuse_port`), for one loop per thread.
+pub fn bind(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: socket() with constant arguments; the result is checked.
+    let s = unsafe { libc::socket(domain, libc::SOCK_STREAM, 0) };
+    if s < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: s is a new socket that nobody else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(s) };
+    crate::sys::set_nonblock_cloexec(s)?;
+    let one: libc::c_int = 1;
+    let setopt = |opt| {
+        // SAFETY: `one` is a live c_int and its size is passed.
+        let r = unsafe {
+            libc::setsockopt(
+                s,
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of_val(&one) as _,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    setopt(libc::SO_REUSEADDR)?;
+    if reuse_port {
+        setopt(libc::SO_REUSEPORT)?;
+    }
+    let (ss, len) = crate::sys::std_to_sockaddr(&addr);
+    // SAFETY: `ss` holds a sockaddr of `len` bytes.
+    if unsafe { libc::bind(s, (&ss as *const libc::sockaddr_storage).cast(), len) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("bind {addr}: {e}")));
+    }
+    // SAFETY: listen on our bound socket.
+    if unsafe { libc::listen(s, backlog) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: ownership moves from `owned` into the listener.
+    Ok(unsafe { std::net::TcpListener::from_raw_fd(owned.into_raw_fd()) })
+}
