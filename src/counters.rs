@@ -23,6 +23,10 @@ pub struct Counters {
     pub writes: u64,
     /// accept syscalls, EAGAIN ones included.
     pub accepts: u64,
+    /// splice syscalls, EAGAIN ones included.
+    pub splices: u64,
+    /// Connections that fell back from splice to recv/send (EBADF, ENOSYS…).
+    pub splice_fallbacks: u64,
     /// Other syscalls made by the loop or its helpers (getsockopt, shutdown, close, splice…).
     pub other: u64,
     /// I/O calls that returned EAGAIN.
@@ -40,7 +44,7 @@ pub struct Counters {
 impl Counters {
     /// All syscalls counted.
     pub fn syscalls(&self) -> u64 {
-        self.waits + self.ctl + self.reads + self.writes + self.accepts + self.other
+        self.waits + self.ctl + self.reads + self.writes + self.accepts + self.splices + self.other
     }
 
     /// The difference `self - earlier`, field by field.
@@ -52,6 +56,8 @@ impl Counters {
             reads: self.reads - earlier.reads,
             writes: self.writes - earlier.writes,
             accepts: self.accepts - earlier.accepts,
+            splices: self.splices - earlier.splices,
+            splice_fallbacks: self.splice_fallbacks - earlier.splice_fallbacks,
             other: self.other - earlier.other,
             eagain: self.eagain - earlier.eagain,
             events: self.events - earlier.events,
@@ -66,7 +72,7 @@ impl fmt::Display for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "iterations={} syscalls={} (wait={} ctl={} read={} write={} accept={} other={}) eagain={} events={} speculative={} stale={} timers={}",
+            "iterations={} syscalls={} (wait={} ctl={} read={} write={} accept={} splice={} other={}) eagain={} events={} speculative={} stale={} timers={} splice_fallbacks={}",
             self.iterations,
             self.syscalls(),
             self.waits,
@@ -74,12 +80,14 @@ impl fmt::Display for Counters {
             self.reads,
             self.writes,
             self.accepts,
+            self.splices,
             self.other,
             self.eagain,
             self.events,
             self.spec_calls,
             self.stale,
-            self.timers
+            self.timers,
+            self.splice_fallbacks
         )
     }
 }

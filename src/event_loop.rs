@@ -61,6 +61,7 @@ use anypoll_backends::{AnyPoller, Capabilities, Events, Interest, Poller, Token,
 use crate::counters::Counters;
 use crate::fd::{on_event, wanted, FdState, FdTable, Strategy};
 use crate::signal::SignalPipe;
+use crate::sockops::{Real, SockOps};
 use crate::timer::{TimerId, Timers};
 
 /// The owner value of the loop's own signal pipe.
@@ -249,6 +250,11 @@ impl Ctx {
         self.fds.get(fd).map(|e| e.state)
     }
 
+    /// What the poller reported last for `fd`.
+    pub fn last_ready(&self, fd: RawFd) -> Option<anypoll_backends::Ready> {
+        self.fds.get(fd).map(|e| e.last)
+    }
+
     /// The owner value of `fd`.
     pub fn owner(&self, fd: RawFd) -> Option<usize> {
         self.fds.get(fd).map(|e| e.owner)
@@ -343,37 +349,34 @@ impl Ctx {
     /// shutdown, EINTR is retried, a hard error sets ERROR. A fd whose input
     /// is known to be over returns [`Io::Closed`] without a syscall.
     pub fn recv(&mut self, fd: RawFd, buf: &mut [u8]) -> Io {
+        self.recv_with(&mut Real, fd, buf, false)
+    }
+
+    /// [`recv`](Ctx::recv) through a [`SockOps`] seam. With
+    /// `enotconn_is_eagain` (a connect is pending), ENOTCONN counts as EAGAIN:
+    /// illumos returns it from a recv on a socket that is still connecting.
+    pub fn recv_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &mut [u8], enotconn_is_eagain: bool) -> Io {
         if self.state(fd).is_some_and(|s| s.contains(FdState::RECV_SHUT)) {
             return Io::Closed;
         }
         loop {
             self.counters.reads += 1;
-            // SAFETY: `buf` is valid for writes of its length for the duration of the call.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0 {
-                let n = n as usize;
-                self.mark_progress(fd);
-                if n < buf.len() {
-                    self.done_recv(fd);
+            match ops.recv(fd, buf, 0) {
+                Ok(0) if !buf.is_empty() => {
+                    self.set_state(fd, FdState::RECV_SHUT, FdState::empty());
+                    return Io::Closed;
                 }
-                return Io::Done(n);
-            }
-            if n == 0 {
-                self.set_state(fd, FdState::RECV_SHUT, FdState::empty());
-                return Io::Closed;
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => {
-                    self.counters.eagain += 1;
-                    self.cant_recv(fd);
-                    return Io::WouldBlock;
+                Ok(n) => {
+                    self.mark_progress(fd);
+                    if n < buf.len() {
+                        self.done_recv(fd);
+                    }
+                    return Io::Done(n);
                 }
-                _ => {
-                    self.hard_error(fd);
-                    return Io::Error(e);
-                }
+                Err(e) => match self.io_error(fd, e, enotconn_is_eagain, FdState::RECV_READY) {
+                    Some(io) => return io,
+                    None => continue,
+                },
             }
         }
     }
@@ -381,33 +384,56 @@ impl Ctx {
     /// Sends from `buf` with MSG_NOSIGNAL (and MSG_MORE when `more`, where
     /// it exists), with the same state rules as [`recv`](Ctx::recv).
     pub fn send(&mut self, fd: RawFd, buf: &[u8], more: bool) -> Io {
+        self.send_with(&mut Real, fd, buf, more, false)
+    }
+
+    /// [`send`](Ctx::send) through a [`SockOps`] seam. With `connecting`,
+    /// ENOTCONN (OpenBSD, FreeBSD: a send on a socket still connecting) and
+    /// EINPROGRESS (Linux TCP fast open) count as EAGAIN.
+    pub fn send_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &[u8], more: bool, connecting: bool) -> Io {
         let flags = crate::sys::SEND_FLAGS | if more { crate::sys::MORE_FLAG } else { 0 };
         loop {
             self.counters.writes += 1;
-            // SAFETY: `buf` is valid for reads of its length for the duration of the call.
-            let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) };
-            if n >= 0 {
-                let n = n as usize;
-                self.mark_progress(fd);
-                if n < buf.len() {
-                    self.done_send(fd);
-                }
-                return if n == 0 && !buf.is_empty() { Io::WouldBlock } else { Io::Done(n) };
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => {
+            match ops.send(fd, buf, flags) {
+                Ok(0) if !buf.is_empty() => {
                     self.counters.eagain += 1;
                     self.cant_send(fd);
                     return Io::WouldBlock;
                 }
-                _ => {
-                    self.hard_error(fd);
-                    return Io::Error(e);
+                Ok(n) => {
+                    self.mark_progress(fd);
+                    if n < buf.len() {
+                        self.done_send(fd);
+                    }
+                    return Io::Done(n);
+                }
+                Err(e) => {
+                    let inprogress = connecting && e.raw_os_error() == Some(libc::EINPROGRESS);
+                    let e = if inprogress { io::Error::from_raw_os_error(libc::EAGAIN) } else { e };
+                    match self.io_error(fd, e, connecting, FdState::SEND_READY) {
+                        Some(io) => return io,
+                        None => continue,
+                    }
                 }
             }
         }
+    }
+
+    /// The one mapping of an I/O errno to fd state, shared by every I/O
+    /// path: EINTR is `None` (retry); EAGAIN (and ENOTCONN while connecting)
+    /// clears `ready`; anything else is a hard error.
+    pub(crate) fn io_error(&mut self, fd: RawFd, e: io::Error, enotconn_is_eagain: bool, ready: FdState) -> Option<Io> {
+        let errno = e.raw_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return None;
+        }
+        if e.kind() == io::ErrorKind::WouldBlock || (enotconn_is_eagain && errno == Some(libc::ENOTCONN)) {
+            self.counters.eagain += 1;
+            self.set_state(fd, FdState::empty(), ready);
+            return Some(Io::WouldBlock);
+        }
+        self.hard_error(fd);
+        Some(Io::Error(e))
     }
 
     /// Accepts one connection from listening socket `fd`, non-blocking and
@@ -633,6 +659,7 @@ impl EventLoop {
             }
             let before = e.state;
             e.state = on_event(e.state, ev.ready());
+            e.last = ev.ready();
             e.progress = true;
             let final_now = e.state.intersects(FdState::ERROR | FdState::SEEN_HUP);
             let final_before = before.intersects(FdState::ERROR | FdState::SEEN_HUP);

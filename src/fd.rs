@@ -114,6 +114,10 @@ pub struct FdEntry {
     /// called again until something new happens, so an ignored event
     /// cannot turn into a spin.
     pub(crate) progress: bool,
+    /// What the poller reported last for this fd (empty before any event).
+    /// The transport reads it for the rules that depend on the exact flags
+    /// (HUP without IN, ERR without IN on a pending connect).
+    pub last: Ready,
 }
 
 impl FdEntry {
@@ -207,7 +211,16 @@ impl FdTable {
         }
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
-        let entry = FdEntry { state, gen, owner, polled: None, queued: false, spec: false, progress: true };
+        let entry = FdEntry {
+            state,
+            gen,
+            owner,
+            polled: None,
+            queued: false,
+            spec: false,
+            progress: true,
+            last: Ready::empty(),
+        };
         if self.entries[i].replace(entry).is_none() {
             self.count += 1;
         }

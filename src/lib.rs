@@ -16,13 +16,20 @@
 
 pub use anypoll_backends as backends;
 
+pub mod buffer;
+pub mod channel;
 pub mod cli;
+pub mod connection;
 pub mod counters;
 pub mod demo;
 pub mod event_loop;
 pub mod fd;
 pub mod listener;
+pub mod pipe;
+pub mod raw_sock;
 pub mod signal;
+pub mod sockops;
+pub mod stream;
 pub mod sys;
 pub mod timer;
 

@@ -103,7 +103,10 @@ pub fn bind(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<std:
     };
     setopt(libc::SO_REUSEADDR)?;
     if reuse_port {
+        #[cfg(not(any(target_os = "illumos", target_os = "solaris")))]
         setopt(libc::SO_REUSEPORT)?;
+        #[cfg(any(target_os = "illumos", target_os = "solaris"))]
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "SO_REUSEPORT is not available on this platform"));
     }
     let (ss, len) = crate::sys::std_to_sockaddr(&addr);
     // SAFETY: `ss` holds a sockaddr of `len` bytes.

@@ -134,3 +134,20 @@ pub fn std_to_sockaddr(addr: &std::net::SocketAddr) -> (libc::sockaddr_storage, 
     };
     (ss, len as libc::socklen_t)
 }
+
+/// Sets SO_NOSIGPIPE where it exists (macOS, the BSDs), for platforms where
+/// MSG_NOSIGNAL alone is not enough. A no-op elsewhere.
+pub fn no_sigpipe(fd: RawFd) -> io::Result<()> {
+    cfg_if::cfg_if! {
+        if #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd", target_os = "netbsd", target_os = "dragonfly"))] {
+            let one: libc::c_int = 1;
+            // SAFETY: `one` is a live c_int and its size is passed.
+            let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, (&one as *const libc::c_int).cast(), std::mem::size_of_val(&one) as _) };
+            if r < 0 { return Err(io::Error::last_os_error()); }
+            Ok(())
+        } else {
+            let _ = fd;
+            Ok(())
+        }
+    }
+}

@@ -82,13 +82,15 @@ bitflags::bitflags! {
     /// |---|---|---|---|---|---|---|---|---|
     /// | epoll   | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |   |   |
     /// | kqueue  | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |   |
-    /// | evports | ✓ |   | ✓ | ¹ | ✓ | ✓ |   |   |
+    /// | evports | ✓ |   | ✓ | ¹ | ⁴ | ✓ |   |   |
     /// | poll    | ✓ |   | ✓ | ² | ✓ |   |   |   |
     /// | select  | ✓ |   | ✓ |   |   |   |   | ✓ |
     /// | compat  | ✓ | ³ | ✓ |   |   | ³ |   |   |
     ///
     /// ¹ only where the kernel defines POLLRDHUP; ² Linux only (POLLRDHUP);
-    /// ³ as the `polling` crate does on this platform.
+    /// ³ as the `polling` crate does on this platform; ⁴ illumos reports a
+    /// socket's pending error as IN/OUT, not ERR, so a failed connect is not
+    /// seen as ERROR there.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub struct Capabilities: u32 {
         /// Level-triggered registrations: an event repeats while the condition holds.
@@ -100,8 +102,10 @@ bitflags::bitflags! {
         /// Reports a read shutdown by the peer on its own ([`Ready::READ_CLOSED`]
         /// without a recv returning 0).
         const RDHUP = 1 << 3;
-        /// Reports ERR/HUP at all. select does not: a failed connect must be
-        /// confirmed with `connect()` or `SO_ERROR`.
+        /// Reports ERR/HUP, and in particular reports a failed connect as
+        /// [`Ready::ERROR`]. select does not, nor do event ports (illumos
+        /// reports a pending socket error as IN/OUT): there a connect must
+        /// be confirmed with `connect()` or `SO_ERROR`.
         const ERRHUP = 1 << 4;
         /// The cost of a wait grows with the active fds, not the registered ones.
         const O1 = 1 << 5;

@@ -1,0 +1,82 @@
+//! Pipes for splice, and their pool.
+//!
+//! Splicing socket → pipe → socket moves pages instead of copying bytes.
+//! A [`Pipe`] knows how many bytes it holds (`data`), since the kernel does
+//! not say; a pipe that still holds data is never returned to the pool.
+//! Pipes are taken only while a channel forwards enough to be worth it and
+//! returned as soon as they are empty.
+//!
+//! splice exists on Linux and Android only. Elsewhere the pool still works
+//! (the tests use it) but the transport never asks for a pipe.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// One pipe used for splicing.
+#[derive(Debug)]
+pub struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Bytes spliced in and not yet spliced out.
+    pub data: usize,
+}
+
+impl Pipe {
+    /// A new non-blocking, close-on-exec pipe.
+    pub fn new() -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two fds pipe() writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe() succeeded; both fds are new and ours alone.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        crate::sys::set_nonblock_cloexec(fds[0])?;
+        crate::sys::set_nonblock_cloexec(fds[1])?;
+        Ok(Pipe { read, write, data: 0 })
+    }
+    /// The end splice reads from.
+    pub fn read_fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+    /// The end splice writes to.
+    pub fn write_fd(&self) -> RawFd {
+        self.write.as_raw_fd()
+    }
+}
+
+/// A pool of empty pipes.
+#[derive(Debug, Default)]
+pub struct PipePool {
+    free: Vec<Pipe>,
+    keep: usize,
+    out: usize,
+}
+
+impl PipePool {
+    /// A pool that keeps at most `keep` spare pipes.
+    pub fn new(keep: usize) -> PipePool {
+        PipePool { free: Vec::new(), keep, out: 0 }
+    }
+    /// An empty pipe.
+    pub fn get(&mut self) -> io::Result<Pipe> {
+        let p = match self.free.pop() {
+            Some(p) => p,
+            None => Pipe::new()?,
+        };
+        self.out += 1;
+        Ok(p)
+    }
+    /// Gives a pipe back; one that still holds data is closed instead, since
+    /// its bytes belong to a connection that is gone.
+    pub fn put(&mut self, pipe: Pipe) {
+        self.out = self.out.saturating_sub(1);
+        if pipe.data == 0 && self.free.len() < self.keep {
+            self.free.push(pipe);
+        }
+    }
+    /// Pipes currently handed out.
+    pub fn in_use(&self) -> usize {
+        self.out
+    }
+}

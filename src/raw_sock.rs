@@ -1,0 +1,348 @@
+//! `raw_sock`: the plain-socket transport. It turns every platform's odd
+//! errno and poll-flag behaviour into one behaviour, the normalization
+//! table of `docs/transport.md`:
+//!
+//! | seen | what raw_sock does |
+//! |---|---|
+//! | recv → EAGAIN | recv not ready; the fd is polled (`cant_recv`) |
+//! | recv → ENOTCONN while connecting (illumos) | same as EAGAIN |
+//! | send → ENOTCONN while connecting (OpenBSD, FreeBSD) | same as EAGAIN |
+//! | send → EINPROGRESS (Linux TCP fast open) | same as EAGAIN |
+//! | EINTR | retried |
+//! | recv → 0 | `SOCK_RD_SH`, no error |
+//! | short read after HUP/RDHUP was reported | `SOCK_RD_SH` without another recv |
+//! | short read while ERR is reported | error |
+//! | HUP without ERR and without IN | read-shutdown path, no recv |
+//! | ERR while the connect is pending | connect failed, no recv; `SO_ERROR` read once for the errno |
+//! | HUP without ERR on a connect that succeeded | not a failure (`SO_ERROR` decides) |
+//! | hard error (ECONNRESET, EPIPE, …) | `ERROR` + `SOCK_RD_SH` + `SOCK_WR_SH` |
+//! | any activity on a connecting socket | `WAIT_L4_CONN` cleared |
+//! | splice → EBADF / ENOSYS / EINVAL | splice disabled for this connection, bytes continue through recv, nothing lost; counted, logged once |
+//! | splice → EAGAIN while the pipe holds data | `WAIT_ROOM` (pipe full); recv is not polled |
+//! | splice → EAGAIN on an incoming shutdown, splice not yet known to work | one `recv(MSG_PEEK)` to find out |
+//! | splice short with RDHUP | not proof the input is empty: splice again |
+//!
+//! Every syscall goes through a [`SockOps`] (generic, so [`Real`](crate::sockops::Real)
+//! compiles to direct calls). The fd's READY bits are kept by the loop's
+//! shared rules ([`Ctx::recv_with`], [`Ctx::send_with`]), so level and edge
+//! strategies are respected here too.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anypoll_backends::Ready;
+
+use crate::buffer::Buffer;
+use crate::connection::{ConnError, ConnFlags, Connection};
+use crate::pipe::Pipe;
+use crate::sockops::SockOps;
+use crate::{Ctx, FdState, Io};
+
+bitflags::bitflags! {
+    /// Flags of [`snd_buf`]: the transport's own, never raw `MSG_*` values.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct SendFlags: u8 {
+        /// More data follows soon: MSG_MORE where it exists.
+        const MORE = 1 << 0;
+    }
+}
+
+/// Set once a splice moved bytes in this process: from then on an EAGAIN
+/// from splice on a hung-up socket is trusted (the 2.6.25–2.6.27.12 bug is
+/// absent) and no probing recv is made.
+static SPLICE_WORKS: AtomicBool = AtomicBool::new(false);
+/// Logged once per process.
+static SPLICE_FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
+
+fn usable(conn: &Connection, shut: ConnFlags) -> bool {
+    conn.flags.contains(ConnFlags::CTRL_READY) && !conn.flags.intersects(shut | ConnFlags::ERROR)
+}
+
+fn read0(cx: &mut Ctx, conn: &mut Connection) {
+    conn.connected();
+    conn.flags |= ConnFlags::SOCK_RD_SH;
+    cx.set_state(conn.fd(), FdState::RECV_SHUT, FdState::empty());
+}
+
+/// Reads `SO_ERROR` once and records the error (or says explicitly that
+/// the poller's ERR came with no errno).
+fn error_from_so_error<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection) {
+    cx.counters_mut().other += 1;
+    let err = match ops.so_error(conn.fd()) {
+        Ok(0) => ConnError::PollErrNoErrno,
+        Ok(errno) => ConnError::from_errno(errno),
+        Err(e) => ConnError::from_io(&e),
+    };
+    conn.set_error(err);
+}
+
+/// The rows that are decided from the poller's flags before any recv.
+/// Returns false when no recv must be made.
+fn precheck_recv<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection) -> bool {
+    let fd = conn.fd();
+    let last = cx.last_ready(fd).unwrap_or_default();
+    let state = cx.state(fd).unwrap_or_default();
+    if conn.flags.contains(ConnFlags::WAIT_L4_CONN) {
+        if state.contains(FdState::ERROR) || last.contains(Ready::ERROR) {
+            // ERR without IN while connecting: the connect failed.
+            conn.confirm_connect(ops, cx);
+            return false;
+        }
+        return true;
+    }
+    if last.contains(Ready::HUP) && !last.intersects(Ready::READABLE | Ready::ERROR) {
+        // HUP without ERR and without IN: nothing left to read.
+        read0(cx, conn);
+        return false;
+    }
+    true
+}
+
+/// Receives into `buf`: at most `max` bytes, and never more than the
+/// buffer's real free space (wrapping included). Returns the bytes read.
+/// Afterwards the flags say why it stopped: `SOCK_RD_SH`, `ERROR`,
+/// `WAIT_ROOM` (buffer full), or nothing (EAGAIN or the limit).
+pub fn rcv_buf<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, buf: &mut Buffer, max: usize) -> usize {
+    if !usable(conn, ConnFlags::SOCK_RD_SH) || !precheck_recv(ops, cx, conn) {
+        return 0;
+    }
+    let fd = conn.fd();
+    let mut done = 0;
+    while done < max {
+        let connecting = conn.flags.contains(ConnFlags::WAIT_L4_CONN);
+        let (first, _) = buf.free_slices();
+        if first.is_empty() {
+            conn.flags |= ConnFlags::WAIT_ROOM;
+            break;
+        }
+        let want = first.len().min(max - done);
+        match cx.recv_with(ops, fd, &mut first[..want], connecting) {
+            Io::Done(n) => {
+                buf.commit(n);
+                done += n;
+                conn.connected();
+                if n < want {
+                    let state = cx.state(fd).unwrap_or_default();
+                    if state.contains(FdState::ERROR) {
+                        // A short read while ERR is reported: the data is
+                        // kept, and the error is final.
+                        error_from_so_error(ops, cx, conn);
+                    } else if state.contains(FdState::RECV_SHUT) {
+                        // Short read after a hang-up report: input over.
+                        conn.flags |= ConnFlags::SOCK_RD_SH;
+                    }
+                    break;
+                }
+            }
+            Io::Closed => {
+                read0(cx, conn);
+                break;
+            }
+            Io::WouldBlock => break,
+            Io::Error(e) => {
+                conn.set_error(ConnError::from_io(&e));
+                break;
+            }
+        }
+    }
+    if buf.is_full() {
+        conn.flags |= ConnFlags::WAIT_ROOM;
+    }
+    done
+}
+
+/// Sends up to `max` bytes from `buf`, consuming what was sent. `flags`
+/// are the transport's: [`SendFlags::MORE`] becomes MSG_MORE where it
+/// exists; MSG_NOSIGNAL is always used. Returns the bytes sent.
+pub fn snd_buf<S: SockOps>(
+    ops: &mut S,
+    cx: &mut Ctx,
+    conn: &mut Connection,
+    buf: &mut Buffer,
+    max: usize,
+    flags: SendFlags,
+) -> usize {
+    if !usable(conn, ConnFlags::SOCK_WR_SH) {
+        return 0;
+    }
+    let fd = conn.fd();
+    let mut done = 0;
+    while done < max && !buf.is_empty() {
+        let connecting = conn.flags.contains(ConnFlags::WAIT_L4_CONN);
+        let limit = max - done;
+        let (first, _) = buf.data_slices();
+        let n_try = first.len().min(limit);
+        // More follows this call if the caller says so, or if this slice
+        // is not the end of what we are about to send (the data wraps).
+        let more = flags.contains(SendFlags::MORE) || n_try < buf.len().min(limit);
+        match cx.send_with(ops, fd, &first[..n_try], more, connecting) {
+            Io::Done(n) => {
+                buf.consume(n);
+                done += n;
+                conn.connected();
+                if n < n_try {
+                    break;
+                }
+            }
+            Io::WouldBlock | Io::Closed => break,
+            Io::Error(e) => {
+                conn.set_error(ConnError::from_io(&e));
+                break;
+            }
+        }
+    }
+    done
+}
+
+/// Turns splice off for this connection after EBADF/ENOSYS/EINVAL: counted,
+/// logged once per process. The bytes go through recv/send from now on.
+fn splice_fallback(cx: &mut Ctx, conn: &mut Connection, e: &std::io::Error) {
+    conn.flags |= ConnFlags::NO_SPLICE;
+    cx.counters_mut().splice_fallbacks += 1;
+    if !SPLICE_FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
+        log::warn!("fd {}: splice failed ({e}); falling back to recv/send for such connections", conn.fd());
+    }
+}
+
+fn splice_unsupported(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EBADF) | Some(libc::ENOSYS) | Some(libc::EINVAL))
+}
+
+/// Splices up to `count` bytes from the socket into `pipe`. Returns the
+/// bytes moved. Returns 0 with `NO_SPLICE` set when splice does not work
+/// here: the caller then uses [`rcv_buf`], and nothing is lost.
+pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pipe: &mut Pipe, count: usize) -> usize {
+    if conn.flags.contains(ConnFlags::NO_SPLICE)
+        || !usable(conn, ConnFlags::SOCK_RD_SH)
+        || !precheck_recv(ops, cx, conn)
+    {
+        return 0;
+    }
+    let fd = conn.fd();
+    let mut done = 0;
+    while done < count {
+        let want = count - done;
+        cx.counters_mut().splices += 1;
+        match ops.splice(fd, pipe.write_fd(), want) {
+            Ok(0) => {
+                read0(cx, conn);
+                break;
+            }
+            Ok(n) => {
+                SPLICE_WORKS.store(true, Ordering::Relaxed);
+                pipe.data += n;
+                done += n;
+                conn.connected();
+                // A short splice, with or without RDHUP, does not prove the
+                // input empty (the pipe may be full): try again; the next
+                // call says EAGAIN, 0 or more data.
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                cx.counters_mut().eagain += 1;
+                if pipe.data > 0 {
+                    // Pipe full: wait for room, do not poll for read.
+                    conn.flags |= ConnFlags::WAIT_ROOM;
+                    break;
+                }
+                let state = cx.state(fd).unwrap_or_default();
+                if state.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP) && !SPLICE_WORKS.load(Ordering::Relaxed) {
+                    // Old kernels return EAGAIN at a shutdown: one recv to know.
+                    let mut probe = [0u8; 1];
+                    cx.counters_mut().reads += 1;
+                    match ops.recv(fd, &mut probe, libc::MSG_PEEK) {
+                        Ok(0) => read0(cx, conn),
+                        Ok(_) => splice_fallback(cx, conn, &std::io::Error::from_raw_os_error(libc::EAGAIN)),
+                        Err(_) => cx.cant_recv(fd),
+                    }
+                } else {
+                    cx.cant_recv(fd);
+                }
+                break;
+            }
+            Err(e) if splice_unsupported(&e) => {
+                splice_fallback(cx, conn, &e);
+                break;
+            }
+            Err(e) => {
+                conn.set_error(ConnError::from_io(&e));
+                break;
+            }
+        }
+    }
+    done
+}
+
+/// Splices the pipe's bytes out to the socket. Returns the bytes moved.
+/// On EBADF/ENOSYS/EINVAL it sets `NO_SPLICE` and leaves the bytes in the
+/// pipe; [`drain_pipe`] then moves them to a buffer for [`snd_buf`].
+pub fn snd_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pipe: &mut Pipe) -> usize {
+    if !usable(conn, ConnFlags::SOCK_WR_SH) {
+        return 0;
+    }
+    let fd = conn.fd();
+    let mut done = 0;
+    while pipe.data > 0 && !conn.flags.contains(ConnFlags::NO_SPLICE) {
+        cx.counters_mut().splices += 1;
+        match ops.splice(pipe.read_fd(), fd, pipe.data) {
+            Ok(0) => break,
+            Ok(n) => {
+                pipe.data -= n;
+                done += n;
+                conn.connected();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                cx.counters_mut().eagain += 1;
+                cx.cant_send(fd);
+                break;
+            }
+            Err(e) if splice_unsupported(&e) => {
+                splice_fallback(cx, conn, &e);
+                break;
+            }
+            Err(e) => {
+                conn.set_error(ConnError::from_io(&e));
+                break;
+            }
+        }
+    }
+    done
+}
+
+/// Moves bytes out of a pipe into `buf` with read(2), after splice failed
+/// on the way out: the bytes spliced in are not lost. Returns how many.
+pub fn drain_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, pipe: &mut Pipe, buf: &mut Buffer) -> usize {
+    let mut done = 0;
+    while pipe.data > 0 {
+        let (first, _) = buf.free_slices();
+        if first.is_empty() {
+            break;
+        }
+        let want = first.len().min(pipe.data);
+        cx.counters_mut().reads += 1;
+        match ops.read(pipe.read_fd(), &mut first[..want]) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.commit(n);
+                pipe.data -= n;
+                done += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    done
+}
+
+/// Shuts the write side (once): shutdown(SHUT_WR), `SOCK_WR_SH`.
+pub fn shut_write<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection) {
+    if conn.flags.contains(ConnFlags::SOCK_WR_SH) || !conn.flags.contains(ConnFlags::CTRL_READY) {
+        return;
+    }
+    conn.flags |= ConnFlags::SOCK_WR_SH;
+    cx.counters_mut().other += 1;
+    if let Err(e) = ops.shutdown(conn.fd(), libc::SHUT_WR) {
+        log::debug!("fd {}: shutdown(SHUT_WR): {e}", conn.fd());
+    }
+    cx.set_state(conn.fd(), FdState::SEND_SHUT, FdState::SEND_ACTIVE);
+}

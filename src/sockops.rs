@@ -1,0 +1,95 @@
+//! The seam between the transport and the kernel.
+//!
+//! [`raw_sock`](crate::raw_sock) makes every socket syscall through a
+//! [`SockOps`]. In production that is [`Real`], a zero-sized type whose
+//! methods are `#[inline]` calls to libc: the transport functions are
+//! generic over `SockOps`, so the seam compiles away (no vtable, no branch).
+//! Tests substitute a type that scripts errno sequences, short reads and
+//! splice failures, and falls through to [`Real`] for everything else, so
+//! each platform's quirks run on a Linux host over real sockets.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// The socket syscalls the transport makes. Each returns the kernel's
+/// result; EINTR is returned, not retried (the transport retries it).
+pub trait SockOps {
+    /// recv(2).
+    fn recv(&mut self, fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize>;
+    /// send(2).
+    fn send(&mut self, fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize>;
+    /// splice(2) of up to `len` bytes, non-blocking, moving pages where it can.
+    fn splice(&mut self, from: RawFd, to: RawFd, len: usize) -> io::Result<usize>;
+    /// read(2) (draining a pipe after a splice failure).
+    fn read(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<usize>;
+    /// getsockopt(SO_ERROR): reading it clears it.
+    fn so_error(&mut self, fd: RawFd) -> io::Result<i32>;
+    /// shutdown(2).
+    fn shutdown(&mut self, fd: RawFd, how: libc::c_int) -> io::Result<()>;
+}
+
+/// The real syscalls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Real;
+
+fn ret(n: isize) -> io::Result<usize> {
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+impl SockOps for Real {
+    #[inline]
+    fn recv(&mut self, fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of its length during the call.
+        ret(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
+    }
+
+    #[inline]
+    fn send(&mut self, fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for reads of its length during the call.
+        ret(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) })
+    }
+
+    #[inline]
+    fn splice(&mut self, from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+            // SAFETY: null offsets are allowed for pipes and sockets; no memory is passed.
+            ret(unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) })
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = (from, to, len);
+            Err(io::Error::from_raw_os_error(libc::ENOSYS))
+        }
+    }
+
+    #[inline]
+    fn read(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of its length during the call.
+        ret(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+    }
+
+    fn so_error(&mut self, fd: RawFd) -> io::Result<i32> {
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `err` and `len` are live and describe a c_int.
+        let r = unsafe {
+            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len)
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(err)
+        }
+    }
+
+    fn shutdown(&mut self, fd: RawFd, how: libc::c_int) -> io::Result<()> {
+        // SAFETY: shutdown with integer arguments.
+        ret(unsafe { libc::shutdown(fd, how) } as isize).map(drop)
+    }
+}

@@ -1,0 +1,395 @@
+//! Streams: two-way forwarding between two connections, which the relay
+//! runs for every client.
+//!
+//! A stream has a front connection (the client), a back connection (the
+//! server) and two [`Channel`]s: `req` (front → back) and `res` (back →
+//! front). [`Stream::process`] moves whatever can move in both directions,
+//! then sets the fds' interests from what is left:
+//!
+//! * a producer is read only when its fd is READY (speculative I/O: the
+//!   loop says so) and its channel has room; otherwise recv is not wanted,
+//!   so a full channel is not polled (backpressure: at most one buffer or
+//!   one pipe per direction);
+//! * a consumer wants send only while its channel holds data;
+//! * splice is used per direction when allowed (mode, platform, budget,
+//!   no buffered bytes ahead of it so order is kept, neither side fell back);
+//! * a producer's EOF is passed on as `shutdown(SHUT_WR)` to the consumer
+//!   once its channel is empty (half-close, both ways);
+//! * buffers and pipes go back to their pools as soon as they are empty;
+//! * the stream is over when both directions have passed their EOF on, or
+//!   at the first hard error; [`Stream::outcome`] says which.
+//!
+//! Timeouts per phase are the owner's (it holds the timers);
+//! [`Stream::phase`] tells which one applies.
+
+use std::time::Instant;
+
+use crate::buffer::BufferPool;
+use crate::channel::{Channel, INFINITE};
+use crate::connection::{ConnError, ConnFlags, ConnectStatus, Connection};
+use crate::pipe::PipePool;
+use crate::raw_sock::{self, SendFlags};
+use crate::sockops::SockOps;
+use crate::{Ctx, FdState};
+
+/// When to splice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpliceMode {
+    /// Where the platform has splice and the budget allows it.
+    Auto,
+    /// As `Auto`, but also for small budgets.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl SpliceMode {
+    /// The mode from the environment: `ANYPOLL_NO_SPLICE=1` gives `Never`.
+    pub fn from_env(default: SpliceMode) -> SpliceMode {
+        match std::env::var("ANYPOLL_NO_SPLICE") {
+            Ok(v) if !v.is_empty() && v != "0" => SpliceMode::Never,
+            _ => default,
+        }
+    }
+
+    /// Whether splice(2) exists on this platform at all.
+    pub const PLATFORM_HAS_SPLICE: bool = cfg!(any(target_os = "linux", target_os = "android"));
+}
+
+/// Buffers and pipes shared by the streams of one loop.
+#[derive(Debug)]
+pub struct Pools {
+    /// Buffers.
+    pub bufs: BufferPool,
+    /// Pipes.
+    pub pipes: PipePool,
+}
+
+impl Pools {
+    /// Pools of `bufsize`-byte buffers, keeping a few spares.
+    pub fn new(bufsize: usize) -> Pools {
+        Pools { bufs: BufferPool::new(bufsize, 64), pipes: PipePool::new(64) }
+    }
+}
+
+/// Which timeout applies now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The back connection is connecting.
+    Connect,
+    /// Data is flowing (client and server idle timeouts apply).
+    Data,
+    /// Over.
+    Done,
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still running.
+    Running,
+    /// Both directions ended cleanly.
+    Finished,
+    /// The connect to the server failed.
+    ConnectFailed(ConnError),
+    /// The client side failed.
+    FrontError(ConnError),
+    /// The server side failed.
+    BackError(ConnError),
+}
+
+/// Two connections and two channels.
+#[derive(Debug)]
+pub struct Stream {
+    /// The client side.
+    pub front: Connection,
+    /// The server side.
+    pub back: Connection,
+    /// Client → server.
+    pub req: Channel,
+    /// Server → client.
+    pub res: Channel,
+    /// The last time a byte moved.
+    pub last_activity: Instant,
+    splice: SpliceMode,
+    outcome: Outcome,
+}
+
+/// The most one receive takes into a pipe.
+const PIPE_CHUNK: usize = 64 * 1024;
+
+impl Stream {
+    /// A stream between two connections whose control layers the owner has
+    /// already initialised (registered with the loop).
+    pub fn new(front: Connection, back: Connection, splice: SpliceMode) -> Stream {
+        Stream {
+            front,
+            back,
+            req: Channel::new(INFINITE),
+            res: Channel::new(INFINITE),
+            last_activity: Instant::now(),
+            splice,
+            outcome: Outcome::Running,
+        }
+    }
+
+    /// How it ended, or `Running`.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The phase whose timeout applies.
+    pub fn phase(&self) -> Phase {
+        if self.outcome != Outcome::Running {
+            Phase::Done
+        } else if self.back.flags.contains(ConnFlags::WAIT_L4_CONN) {
+            Phase::Connect
+        } else {
+            Phase::Data
+        }
+    }
+
+    /// Moves data both ways as far as it can go now, and sets interests.
+    /// Returns the outcome (`Running` while there is more to do).
+    pub fn process<S: SockOps>(&mut self, ops: &mut S, cx: &mut Ctx, pools: &mut Pools) -> Outcome {
+        if self.outcome != Outcome::Running {
+            return self.outcome;
+        }
+        if self.back.flags.contains(ConnFlags::WAIT_L4_CONN) {
+            match self.back.confirm_connect(ops, cx) {
+                ConnectStatus::Failed => {
+                    self.outcome = Outcome::ConnectFailed(self.back.error());
+                    return self.outcome;
+                }
+                ConnectStatus::Pending => {
+                    // Take what the client sends meanwhile; send nothing yet.
+                    let moved =
+                        forward(ops, cx, pools, self.splice, &mut self.front, &mut self.back, &mut self.req, true);
+                    if moved {
+                        self.last_activity = cx.now();
+                    }
+                    self.set_interests(cx);
+                    return self.settle();
+                }
+                ConnectStatus::Connected => {}
+            }
+        }
+        let a = forward(ops, cx, pools, self.splice, &mut self.front, &mut self.back, &mut self.req, false);
+        let b = forward(ops, cx, pools, self.splice, &mut self.back, &mut self.front, &mut self.res, false);
+        if a || b {
+            self.last_activity = cx.now();
+        }
+        self.set_interests(cx);
+        self.settle()
+    }
+
+    fn settle(&mut self) -> Outcome {
+        let err = |c: &Connection| c.flags.contains(ConnFlags::ERROR).then(|| c.error());
+        // A producer's error ends its channel like an EOF would, once what
+        // it sent is delivered; a consumer's error ends the stream at once.
+        if let Some(e) = err(&self.front) {
+            if self.req.pending() == 0 || self.back.flags.contains(ConnFlags::ERROR) {
+                self.outcome = Outcome::FrontError(e);
+            }
+        }
+        if let Some(e) = err(&self.back) {
+            if self.res.pending() == 0 || self.front.flags.contains(ConnFlags::ERROR) {
+                self.outcome = Outcome::BackError(e);
+            }
+        }
+        if self.outcome == Outcome::Running && self.req.shut_sent && self.res.shut_sent {
+            self.outcome = Outcome::Finished;
+        }
+        self.outcome
+    }
+
+    fn set_interests(&self, cx: &mut Ctx) {
+        let connecting = self.back.flags.contains(ConnFlags::WAIT_L4_CONN);
+        interest(cx, &self.front, &self.req, &self.res);
+        if connecting {
+            // Wait for the connect to end: writable, or an error.
+            if self.back.flags.contains(ConnFlags::CTRL_READY) {
+                cx.want_send(self.back.fd());
+            }
+        } else {
+            interest(cx, &self.back, &self.res, &self.req);
+        }
+    }
+
+    /// Releases the buffers and pipes (data in them is dropped: the caller
+    /// logs why) and closes both connections.
+    pub fn close(&mut self, cx: &mut Ctx, pools: &mut Pools) {
+        for ch in [&mut self.req, &mut self.res] {
+            if let Some(b) = ch.buf.take() {
+                pools.bufs.put(b);
+            }
+            if let Some(p) = ch.pipe.take() {
+                pools.pipes.put(p);
+            }
+        }
+        self.front.force_close(cx);
+        self.back.force_close(cx);
+        if self.outcome == Outcome::Running {
+            self.outcome = Outcome::Finished;
+        }
+    }
+
+    /// Marks the stream failed (e.g. a phase timeout of the owner).
+    pub fn abort(&mut self, outcome: Outcome) {
+        if self.outcome == Outcome::Running {
+            self.outcome = outcome;
+        }
+    }
+}
+
+/// Sets `conn`'s interests: recv while its outgoing channel (`out`, which it
+/// produces into) has room and no EOF; send while its incoming channel
+/// (`inc`, which it consumes) has data.
+fn interest(cx: &mut Ctx, conn: &Connection, out: &Channel, inc: &Channel) {
+    if !conn.flags.contains(ConnFlags::CTRL_READY) {
+        return;
+    }
+    let fd = conn.fd();
+    let room = !conn.flags.contains(ConnFlags::WAIT_ROOM);
+    if !out.eof && room && !conn.flags.intersects(ConnFlags::SOCK_RD_SH | ConnFlags::ERROR) {
+        cx.want_recv(fd);
+    } else {
+        cx.stop_recv(fd);
+    }
+    if inc.pending() > 0 && !conn.flags.intersects(ConnFlags::SOCK_WR_SH | ConnFlags::ERROR) {
+        cx.want_send(fd);
+    } else {
+        cx.stop_send(fd);
+    }
+}
+
+fn state(cx: &Ctx, c: &Connection) -> FdState {
+    cx.state(c.fd()).unwrap_or_default()
+}
+
+/// One direction: flush, receive, flush again, until nothing moves.
+/// With `recv_only`, nothing is sent (the consumer is still connecting).
+#[allow(clippy::too_many_arguments)]
+fn forward<S: SockOps>(
+    ops: &mut S,
+    cx: &mut Ctx,
+    pools: &mut Pools,
+    mode: SpliceMode,
+    p: &mut Connection,
+    c: &mut Connection,
+    ch: &mut Channel,
+    recv_only: bool,
+) -> bool {
+    let mut any = false;
+    for _round in 0..64 {
+        let mut moved = 0;
+        if !recv_only && state(cx, c).contains(FdState::SEND_READY) {
+            moved += flush(ops, cx, pools, c, ch);
+        }
+        // Room was made (or not): recompute WAIT_ROOM from the channel.
+        let pipe_room = ch.pipe.as_ref().is_none_or(|pp| pp.data < PIPE_CHUNK);
+        let buf_room = ch.buf.as_ref().is_none_or(|b| !b.is_full());
+        if pipe_room && buf_room {
+            p.flags.remove(ConnFlags::WAIT_ROOM);
+        }
+        if !ch.eof && state(cx, p).contains(FdState::RECV_READY) && !p.flags.contains(ConnFlags::WAIT_ROOM) {
+            let n = receive(ops, cx, pools, mode, p, c, ch);
+            ch.received(n);
+            moved += n;
+            if p.flags.intersects(ConnFlags::SOCK_RD_SH | ConnFlags::ERROR) {
+                ch.eof = true;
+            }
+        }
+        if ch.eof && ch.pending() == 0 && !ch.shut_sent && !recv_only {
+            raw_sock::shut_write(ops, cx, c);
+            ch.shut_sent = true;
+        }
+        release(pools, ch);
+        if moved == 0 {
+            break;
+        }
+        any = true;
+    }
+    any
+}
+
+fn splice_ok(mode: SpliceMode, p: &Connection, c: &Connection, ch: &Channel) -> bool {
+    SpliceMode::PLATFORM_HAS_SPLICE
+        && mode != SpliceMode::Never
+        && (mode == SpliceMode::Always || ch.splice_allowed())
+        && ch.buf.as_ref().is_none_or(|b| b.is_empty())
+        && !p.flags.contains(ConnFlags::NO_SPLICE)
+        && !c.flags.contains(ConnFlags::NO_SPLICE)
+}
+
+fn receive<S: SockOps>(
+    ops: &mut S,
+    cx: &mut Ctx,
+    pools: &mut Pools,
+    mode: SpliceMode,
+    p: &mut Connection,
+    c: &Connection,
+    ch: &mut Channel,
+) -> usize {
+    if splice_ok(mode, p, c, ch) {
+        let pipe = match ch.pipe.take() {
+            Some(pp) => pp,
+            None => match pools.pipes.get() {
+                Ok(pp) => pp,
+                Err(e) => {
+                    log::warn!("no pipe for splice ({e}); using buffers");
+                    p.flags |= ConnFlags::NO_SPLICE;
+                    return 0;
+                }
+            },
+        };
+        let mut pipe = pipe;
+        let room = PIPE_CHUNK.saturating_sub(pipe.data);
+        let n = raw_sock::rcv_pipe(ops, cx, p, &mut pipe, ch.budget(room));
+        ch.pipe = Some(pipe);
+        if n > 0 || !p.flags.contains(ConnFlags::NO_SPLICE) {
+            return n;
+        }
+        // Splice just failed on this connection: fall through to recv.
+    }
+    let mut buf = ch.buf.take().unwrap_or_else(|| pools.bufs.get());
+    let max = ch.budget(buf.free());
+    let n = raw_sock::rcv_buf(ops, cx, p, &mut buf, max);
+    ch.buf = Some(buf);
+    n
+}
+
+/// Sends what the channel holds: the pipe first (it was filled first), then
+/// the buffer. A pipe whose splice out failed is drained into the buffer.
+fn flush<S: SockOps>(ops: &mut S, cx: &mut Ctx, pools: &mut Pools, c: &mut Connection, ch: &mut Channel) -> usize {
+    let mut sent = 0;
+    if let Some(pipe) = ch.pipe.as_mut() {
+        if pipe.data > 0 && !c.flags.contains(ConnFlags::NO_SPLICE) {
+            sent += raw_sock::snd_pipe(ops, cx, c, pipe);
+        }
+        if pipe.data > 0 && c.flags.contains(ConnFlags::NO_SPLICE) {
+            let buf = ch.buf.get_or_insert_with(|| pools.bufs.get());
+            raw_sock::drain_pipe(ops, cx, pipe, buf);
+        }
+    }
+    let pipe_empty = ch.pipe.as_ref().is_none_or(|pp| pp.data == 0);
+    if pipe_empty {
+        if let Some(buf) = ch.buf.as_mut() {
+            if !buf.is_empty() {
+                let len = buf.len();
+                sent += raw_sock::snd_buf(ops, cx, c, buf, len, SendFlags::empty());
+            }
+        }
+    }
+    ch.bytes_out += sent as u64;
+    sent
+}
+
+fn release(pools: &mut Pools, ch: &mut Channel) {
+    if ch.buf.as_ref().is_some_and(|b| b.is_empty()) {
+        pools.bufs.put(ch.buf.take().expect("checked"));
+    }
+    if ch.pipe.as_ref().is_some_and(|p| p.data == 0) {
+        pools.pipes.put(ch.pipe.take().expect("checked"));
+    }
+}
