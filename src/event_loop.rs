@@ -255,6 +255,19 @@ impl Ctx {
         self.fds.get(fd).map(|e| e.last)
     }
 
+    /// Applies `ready` to `fd` as if the poller had reported it, and
+    /// schedules its owner: for tests that script poll flags the kernel
+    /// cannot be made to produce (HUP without IN, ERR without errno), and
+    /// for layers that learn readiness elsewhere.
+    pub fn inject_event(&mut self, fd: RawFd, ready: anypoll_backends::Ready) {
+        let Some(e) = self.fds.get_mut(fd) else { return };
+        e.state = on_event(e.state, ready);
+        e.last = ready;
+        e.progress = true;
+        self.fds.queue(fd);
+        self.fds.schedule(fd);
+    }
+
     /// The owner value of `fd`.
     pub fn owner(&self, fd: RawFd) -> Option<usize> {
         self.fds.get(fd).map(|e| e.owner)
