@@ -122,6 +122,38 @@ mod imp {
         }
     }
 
+    impl Compat {
+        fn sync(&self, fd: RawFd, old: Option<&Slot>, new: &Slot) -> io::Result<()> {
+            let in_kernel = |s: Option<&Slot>| s.is_some_and(|s| !s.interest.is_empty());
+            // SAFETY: the caller keeps fd open while it is registered.
+            let fd_ref = unsafe { BorrowedFd::borrow_raw(fd) };
+            let p = &self.shared.poller;
+            if new.interest.is_empty() {
+                if in_kernel(old) {
+                    return match p.delete(fd_ref) {
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EBADF)) => Ok(()),
+                        r => r,
+                    };
+                }
+                return Ok(());
+            }
+            let (ev, mode) = native(new, key(fd, new.gen));
+            // SAFETY: as above.
+            let add = || unsafe { p.add_with_mode(fd, ev, mode) };
+            if in_kernel(old) {
+                match p.modify_with_mode(fd_ref, ev, mode) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => add(),
+                    r => r,
+                }
+            } else {
+                match add() {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => p.modify_with_mode(fd_ref, ev, mode),
+                    r => r,
+                }
+            }
+        }
+    }
+
     impl Poller for Compat {
         fn name(&self) -> &'static str {
             NAME
@@ -134,15 +166,7 @@ mod imp {
         fn add(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> io::Result<()> {
             check_trigger(NAME, self.caps(), trigger)?;
             let (slot, old) = self.slots.insert(fd, token, interest, trigger)?;
-            let (ev, mode) = native(&slot, key(fd, slot.gen));
-            let r = if old.is_some() {
-                // SAFETY: the caller keeps fd open while it is registered (the Poller contract).
-                self.shared.poller.modify_with_mode(unsafe { BorrowedFd::borrow_raw(fd) }, ev, mode)
-            } else {
-                // SAFETY: as above; `delete` removes it before the caller closes it.
-                unsafe { self.shared.poller.add_with_mode(fd, ev, mode) }
-            };
-            r.map_err(|e| {
+            self.sync(fd, old.as_ref(), &slot).map_err(|e| {
                 self.slots.restore(fd, old);
                 context(NAME, "add", Some(fd), e)
             })
@@ -151,10 +175,7 @@ mod imp {
         fn modify(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> io::Result<()> {
             check_trigger(NAME, self.caps(), trigger)?;
             let (old, slot) = self.slots.update(NAME, fd, token, interest, trigger)?;
-            let (ev, mode) = native(&slot, key(fd, slot.gen));
-            // SAFETY: the caller keeps fd open while it is registered.
-            let fd_ref = unsafe { BorrowedFd::borrow_raw(fd) };
-            self.shared.poller.modify_with_mode(fd_ref, ev, mode).map_err(|e| {
+            self.sync(fd, Some(&old), &slot).map_err(|e| {
                 self.slots.restore(fd, Some(old));
                 context(NAME, "modify", Some(fd), e)
             })
@@ -172,7 +193,7 @@ mod imp {
 
         fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
             events.clear();
-            if self.native.capacity().get() < events.capacity() {
+            if self.native.capacity().get() != events.capacity() {
                 let cap = NonZeroUsize::new(events.capacity()).unwrap_or(NonZeroUsize::MIN);
                 self.native = polling::Events::with_capacity(cap);
             }

@@ -10,6 +10,12 @@
 //! * `EPOLL_CTL_ADD` can fail with `EEXIST` for a `dup`ed fd, and `MOD` with
 //!   `ENOENT`: each is retried as the other operation instead of failing.
 //! * User data packs the fd and its generation (see `slots.rs`).
+//! * epoll watches open files, not numbers. An fd closed without `delete`
+//!   while a `dup` of it lives stays in the set under its old number, and
+//!   nothing can remove it by number any more. Its events carry the old
+//!   generation and are dropped, but a level-triggered one still wakes
+//!   every wait. Always `delete` before `close` (the event loop's
+//!   `Ctx::close` does).
 
 use crate::Ready;
 

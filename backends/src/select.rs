@@ -31,6 +31,7 @@ pub fn translate(readable: bool, writable: bool, except: bool) -> Ready {
 }
 
 /// The first fd number that select cannot watch on this platform.
+#[allow(clippy::unnecessary_cast)] // usize on some platforms, c_int on others
 pub const FD_SETSIZE: usize = libc::FD_SETSIZE as usize;
 
 pub use imp::Select;
@@ -53,6 +54,7 @@ mod imp {
     pub struct Select {
         slots: Slots,
         waker: Arc<FdWaker>,
+        cursor: RawFd,
     }
 
     impl std::fmt::Debug for Select {
@@ -87,7 +89,7 @@ mod imp {
             if waker.fd() as usize >= FD_SETSIZE {
                 return Err(too_big(waker.fd()));
             }
-            Ok(Select { slots: Slots::new(), waker })
+            Ok(Select { slots: Slots::new(), waker, cursor: 0 })
         }
 
         fn caps() -> Capabilities {
@@ -182,12 +184,16 @@ mod imp {
                 })
                 .filter(|&(_, r, w, x)| r || w || x)
                 .collect();
-            for (fd, r, w, x) in ready {
+            // Start after the last fd reported, so a small buffer does not starve high fds.
+            let start = ready.iter().position(|&(fd, ..)| fd >= self.cursor).unwrap_or(0);
+            for k in 0..ready.len() {
+                let (fd, r, w, x) = ready[(start + k) % ready.len()];
                 if events.is_full() {
                     break;
                 }
                 if let Some((token, ready)) = self.slots.accept(fd, None, translate(r, w, x)) {
                     events.push(Event { token, fd, ready });
+                    self.cursor = fd + 1;
                 }
             }
             Ok(events.len())

@@ -43,6 +43,7 @@ pub(crate) fn timespec(timeout: Option<Duration>) -> Option<libc::timespec> {
 }
 
 /// Sets O_NONBLOCK and FD_CLOEXEC.
+#[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
 pub(crate) fn set_nonblock_cloexec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on an fd we own, with integer arguments only.
     unsafe {
@@ -55,6 +56,7 @@ pub(crate) fn set_nonblock_cloexec(fd: RawFd) -> io::Result<()> {
 }
 
 /// A non-blocking, close-on-exec pipe: (read end, write end).
+#[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` is a valid array of two c_ints for pipe() to fill.
