@@ -170,6 +170,24 @@ impl Ctx {
         &mut self.counters
     }
     /// A waker for this loop, usable from any thread.
+    ///
+    /// ```
+    /// use anypoll::{Ctx, EventLoop, Handler, IoEvent};
+    ///
+    /// struct Woken;
+    /// impl Handler for Woken {
+    ///     fn io(&mut self, _cx: &mut Ctx, _ev: IoEvent) {}
+    ///     fn wake(&mut self, cx: &mut Ctx) {
+    ///         cx.stop();
+    ///     }
+    /// }
+    ///
+    /// let mut el = EventLoop::from_env().unwrap();
+    /// let waker = el.cx().waker();
+    /// let t = std::thread::spawn(move || waker.wake().unwrap());
+    /// el.run(&mut Woken).unwrap(); // no fd, no timer: only the wake-up ends it
+    /// t.join().unwrap();
+    /// ```
     pub fn waker(&self) -> Waker {
         self.poller.waker()
     }
@@ -268,6 +286,18 @@ impl Ctx {
         self.fds.schedule(fd);
     }
 
+    /// Forgets a hang-up the poller reported for `fd`: the sticky
+    /// `SEEN_HUP`/`SEEN_RDHUP` bits and the HUP/READ_CLOSED of its last
+    /// report. For a HUP that proved spurious, such as the one some Ubuntu
+    /// 5.4/5.15 kernels report on a connect that succeeded: without this the
+    /// fd would never be polled again and its first read would take the
+    /// read-shutdown path. A real hang-up is reported again at the next wait.
+    pub fn forget_hangup(&mut self, fd: RawFd) {
+        let Some(e) = self.fds.get_mut(fd) else { return };
+        e.last.remove(anypoll_backends::Ready::HUP | anypoll_backends::Ready::READ_CLOSED);
+        self.set_state(fd, FdState::empty(), FdState::SEEN_HUP | FdState::SEEN_RDHUP);
+    }
+
     /// The owner value of `fd`.
     pub fn owner(&self, fd: RawFd) -> Option<usize> {
         self.fds.get(fd).map(|e| e.owner)
@@ -347,7 +377,9 @@ impl Ctx {
         }
     }
 
-    fn mark_progress(&mut self, fd: RawFd) {
+    /// Records that I/O on `fd` moved data (the transport's splices call it
+    /// too), so an owner still runnable is called again without a wait.
+    pub(crate) fn mark_progress(&mut self, fd: RawFd) {
         if let Some(e) = self.fds.get_mut(fd) {
             e.progress = true;
         }
@@ -481,6 +513,36 @@ impl Ctx {
     }
 
     /// Sets a timer `after` from now; [`Handler::timer`] gets `data`.
+    ///
+    /// ```
+    /// use anypoll::{Ctx, EventLoop, Handler, IoEvent, TimerId};
+    /// use std::time::Duration;
+    ///
+    /// struct Clock {
+    ///     fired: Vec<u64>,
+    /// }
+    /// impl Handler for Clock {
+    ///     fn io(&mut self, _cx: &mut Ctx, _ev: IoEvent) {}
+    ///     fn timer(&mut self, cx: &mut Ctx, _id: TimerId, data: u64) {
+    ///         self.fired.push(data);
+    ///         if cx.timer_count() == 0 {
+    ///             cx.stop();
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let mut el = EventLoop::from_env().unwrap();
+    /// let cx = el.cx();
+    /// cx.add_timer(Duration::from_millis(30), 3);
+    /// cx.add_timer(Duration::from_millis(10), 1);
+    /// let never = cx.add_timer(Duration::from_millis(5), 99);
+    /// assert!(cx.cancel_timer(never));
+    /// let later = cx.add_timer(Duration::from_millis(1), 2);
+    /// cx.reschedule_timer(later, Duration::from_millis(20)).unwrap();
+    /// let mut clock = Clock { fired: Vec::new() };
+    /// el.run(&mut clock).unwrap();
+    /// assert_eq!(clock.fired, [1, 2, 3]);
+    /// ```
     pub fn add_timer(&mut self, after: Duration, data: u64) -> TimerId {
         self.timers.add(Instant::now() + after, TimerKind::User(data))
     }
@@ -515,7 +577,10 @@ impl Ctx {
                 continue;
             }
             e.queued = false;
-            let want = wanted(e.state, e.polled, self.strategy);
+            // An owner that ignored its last call (no progress) ends the lazy
+            // removal of rule 3: what it left READY is no longer polled.
+            let lazy = if e.progress { e.polled } else { None };
+            let want = wanted(e.state, lazy, self.strategy);
             let token = Token(pack(fd, e.gen));
             let result = match e.polled {
                 Some(now) if now == want => continue,
@@ -565,6 +630,20 @@ impl EventLoop {
     /// # Errors
     /// `Unsupported` when the forced strategy is not one the backend can do
     /// (edge on poll, select or event ports); the message names both.
+    ///
+    /// ```
+    /// use anypoll::backends::registry;
+    /// use anypoll::{EventLoop, Strategy};
+    ///
+    /// let (poll, _) = registry::choose(Some("poll"), None).unwrap();
+    /// let err = EventLoop::new(poll, Some(Strategy::Edge)).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::Unsupported);
+    /// assert!(err.to_string().contains("poll") && err.to_string().contains("edge"));
+    ///
+    /// let (poll, _) = registry::choose(Some("poll"), None).unwrap();
+    /// let mut el = EventLoop::new(poll, None).unwrap();
+    /// assert_eq!(el.cx().strategy(), Strategy::Level);
+    /// ```
     pub fn new(poller: AnyPoller, strategy: Option<Strategy>) -> io::Result<EventLoop> {
         let caps = poller.capabilities();
         let strategy = match strategy {
@@ -605,7 +684,31 @@ impl EventLoop {
     }
 
     /// Delivers `signals` (some of SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2,
-    /// SIGCHLD) to [`Handler::signal`]. One loop per process may do this.
+    /// SIGCHLD) to [`Handler::signal`]. One loop per process may do this;
+    /// dropping the loop restores the previous dispositions.
+    ///
+    /// ```
+    /// use anypoll::{Ctx, EventLoop, Handler, IoEvent};
+    ///
+    /// struct Daemon {
+    ///     got: Option<libc::c_int>,
+    /// }
+    /// impl Handler for Daemon {
+    ///     fn io(&mut self, _cx: &mut Ctx, _ev: IoEvent) {}
+    ///     fn signal(&mut self, cx: &mut Ctx, signal: libc::c_int) {
+    ///         self.got = Some(signal);
+    ///         cx.stop(); // a graceful stop on SIGTERM
+    ///     }
+    /// }
+    ///
+    /// let mut el = EventLoop::from_env().unwrap();
+    /// el.handle_signals(&[libc::SIGINT, libc::SIGTERM]).unwrap();
+    /// // SAFETY: raise() signals this thread; the loop's handler is installed.
+    /// unsafe { libc::raise(libc::SIGTERM) };
+    /// let mut d = Daemon { got: None };
+    /// el.run(&mut d).unwrap();
+    /// assert_eq!(d.got, Some(libc::SIGTERM));
+    /// ```
     pub fn handle_signals(&mut self, signals: &[libc::c_int]) -> io::Result<()> {
         let pipe = SignalPipe::install(signals)?;
         self.cx.register(pipe.fd(), SIGNAL_OWNER, FdState::RECV_ACTIVE)?;
@@ -618,8 +721,7 @@ impl EventLoop {
     /// set, and fds the child closed keep waking both: 100% CPU.
     pub fn after_fork(&mut self) -> io::Result<()> {
         let name = self.cx.poller.name();
-        self.cx.poller = registry::create(name, registry::Source::Api)
-            .map_err(|e| io::Error::new(io::ErrorKind::Other, e.to_string()))?;
+        self.cx.poller = registry::create(name, registry::Source::Api).map_err(|e| io::Error::other(e.to_string()))?;
         let fds: Vec<RawFd> = self.cx.fds.iter().map(|(fd, _)| fd).collect();
         for fd in fds {
             self.cx.fds.get_mut(fd).expect("listed").polled = None;
@@ -689,8 +791,9 @@ impl EventLoop {
                 TimerKind::User(data) => handler.timer(&mut self.cx, id, data),
                 TimerKind::Resume(fd, gen) => {
                     if self.cx.fds.get(fd).is_some_and(|e| e.gen == gen) {
-                        log::info!("fd {fd}: resuming after a pause");
-                        self.cx.emfile_logged = false;
+                        // Not the end of an EMFILE episode (accept_batch
+                        // ends it when an accept succeeds), so no new warning.
+                        log::debug!("fd {fd}: resuming after a pause");
                         self.cx.want_recv(fd);
                         self.cx.may_recv(fd);
                     }
@@ -729,6 +832,13 @@ impl EventLoop {
                 if e.gen == gen && e.progress && !e.spec && !e.runnable().is_empty() {
                     cx.counters.spec_calls += 1;
                     cx.fds.schedule(fd);
+                } else if e.gen == gen && !e.progress && cx.strategy == Strategy::Level {
+                    // Ignored: a level-triggered kernel would report the READY
+                    // directions it still polls at every wait, a spin. Unpoll them.
+                    let ready = e.runnable();
+                    if e.polled.is_some_and(|p| p.intersects(ready)) {
+                        cx.fds.queue(fd);
+                    }
                 }
             }
         }

@@ -29,9 +29,12 @@
 //! 3. **Level strategy.** A direction is polled when it is ACTIVE and not
 //!    READY. Once polled, it stays polled while ACTIVE even when an event
 //!    makes it READY again (lazy removal): the kernel is only told to stop
-//!    when the owner stops wanting the direction. A short read or write means
-//!    the socket was drained at that instant, so it clears READY without the
-//!    extra call that would only return EAGAIN ("done").
+//!    when the owner stops wanting the direction, or ignores a call (makes
+//!    no progress in it): the kernel would then report the same READY
+//!    direction at every wait, a spin, so the loop stops polling it. A short
+//!    read or write means the socket was drained at that instant, so it
+//!    clears READY without the extra call that would only return EAGAIN
+//!    ("done").
 //! 4. **Edge strategy.** Both directions are registered once, when the fd is
 //!    added, and never changed. READY is set by events and cleared only by
 //!    EAGAIN, or by a shutdown report: a short read proves nothing, unless a

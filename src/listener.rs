@@ -36,6 +36,40 @@ pub enum BatchEnd {
 
 /// Accepts up to `max` connections from listening socket `fd`, handing
 /// each to `f`. Returns how many were accepted and why it stopped.
+///
+/// ```
+/// use anypoll::listener::{self, BatchEnd};
+/// use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent};
+/// use std::net::TcpStream;
+/// use std::os::fd::{AsRawFd, OwnedFd};
+///
+/// struct Server {
+///     conns: Vec<OwnedFd>,
+///     batches: Vec<(usize, BatchEnd)>,
+/// }
+/// impl Handler for Server {
+///     fn io(&mut self, cx: &mut Ctx, ev: IoEvent) {
+///         // Only the listener is registered here. A real server would
+///         // register each connection too, with its own owner value.
+///         let conns = &mut self.conns;
+///         let batch = listener::accept_batch(cx, ev.fd, 2, |_cx, sock, _peer| conns.push(sock));
+///         self.batches.push(batch);
+///         if conns.len() == 3 {
+///             cx.stop();
+///         }
+///     }
+/// }
+///
+/// let l = listener::bind("127.0.0.1:0".parse().unwrap(), 128, false).unwrap();
+/// let clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap()).collect();
+/// let mut el = EventLoop::from_env().unwrap();
+/// el.cx().register(l.as_raw_fd(), 0, FdState::RECV_ACTIVE).unwrap();
+/// let mut s = Server { conns: Vec::new(), batches: Vec::new() };
+/// el.run(&mut s).unwrap();
+/// assert_eq!(s.conns.len(), clients.len());
+/// // At most 2 per call: the first call stopped at its budget.
+/// assert_eq!(s.batches[0], (2, BatchEnd::Budget));
+/// ```
 pub fn accept_batch(
     cx: &mut Ctx,
     fd: RawFd,
@@ -46,6 +80,8 @@ pub fn accept_batch(
     while n < max {
         match cx.accept(fd) {
             Ok(Some((sock, peer))) => {
+                // An accept that works ends an EMFILE episode: the next one logs again.
+                cx.emfile_logged = false;
                 n += 1;
                 f(cx, sock, peer);
             }

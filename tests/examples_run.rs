@@ -1,0 +1,115 @@
+//! The examples run and do what they say: `echo_server --selftest` on every
+//! backend (and under edge where the backend has EDGE), `timers` on the
+//! default backend.
+//!
+//! `cargo test` builds the examples before it runs the tests; this test
+//! runs those binaries (`target/<profile>/examples/`). When they were not
+//! built by this run (e.g. `cargo test --test examples_run` builds no
+//! examples), it prints `skip:` and checks nothing rather than run a stale
+//! binary.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anypoll::backends::Capabilities;
+
+/// The example binary, if it was built after its source last changed.
+fn example(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?.parent()?;
+    let bin = profile_dir.join("examples").join(name);
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(format!("{name}.rs"));
+    let built = bin.metadata().and_then(|m| m.modified()).ok();
+    let changed = source.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+    match built {
+        Some(t) if t >= changed => Some(bin),
+        Some(_) => {
+            println!("skip: {} is older than its source; run `cargo test` (which builds examples)", bin.display());
+            None
+        }
+        None => {
+            println!("skip: {} was not built; run `cargo test` (which builds examples)", bin.display());
+            None
+        }
+    }
+}
+
+/// Runs `cmd` with a time limit; kills the child (by its pid) past it.
+fn run(mut cmd: Command, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn example");
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{cmd:?} ran over {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child.wait_with_output().expect("output"), start.elapsed())
+}
+
+#[test]
+fn echo_server_selftest_passes_on_every_backend() {
+    let Some(bin) = example("echo_server") else { return };
+    let mut combos = Vec::new();
+    for (b, caps) in common::backends() {
+        combos.push((b.name, false));
+        if caps.contains(Capabilities::EDGE) {
+            combos.push((b.name, true));
+        } else {
+            println!("echo_server: skip: {} has no EDGE", b.name);
+        }
+    }
+    let mut failed = Vec::new();
+    for (name, edge) in combos {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--selftest", "--poller", name]).env_remove("ANYPOLL_POLLER");
+        if edge {
+            cmd.arg("--edge");
+        }
+        let (out, took) = run(cmd, Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let label = format!("{name}/{}", if edge { "edge" } else { "level" });
+        if out.status.success() && stdout.contains("selftest passed") {
+            println!("echo_server {label}: pass ({} ms)", took.as_millis());
+        } else {
+            println!("echo_server {label}: FAIL ({})\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+            failed.push(label);
+        }
+    }
+    assert!(failed.is_empty(), "echo_server --selftest failed on {failed:?}");
+}
+
+#[test]
+fn echo_server_refuses_edge_on_a_level_only_backend() {
+    let Some(bin) = example("echo_server") else { return };
+    let mut cmd = Command::new(bin);
+    cmd.args(["--edge", "--poller", "select"]);
+    let (out, _) = run(cmd, Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("select") && stderr.contains("edge"), "{stderr}");
+    println!("echo_server select/edge: pass (refused: {})", stderr.trim());
+}
+
+#[test]
+fn timers_example_fires_in_order_and_ends_by_itself() {
+    let Some(bin) = example("timers") else { return };
+    let (out, took) = run(Command::new(bin), Duration::from_secs(10));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("every timer fired in order"), "{stdout}");
+    assert!(took < Duration::from_secs(2), "timers took {took:?}");
+    println!("timers: pass ({} ms)", took.as_millis());
+}
