@@ -33,6 +33,12 @@ pub struct Channel {
     pub eof: bool,
     /// The write side of the consumer has been shut.
     pub shut_sent: bool,
+    /// A receive filled the whole buffer: this direction streams bulk data,
+    /// so `SpliceMode::Auto` may splice it. Small exchanges (a 1 KiB
+    /// request and its reply) never set it and stay on recv/send, where
+    /// they cost one syscall each instead of a splice in, a splice out and
+    /// an EAGAIN splice.
+    pub streaming: bool,
 }
 
 impl Channel {

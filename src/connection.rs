@@ -36,6 +36,8 @@
 //!   full); the owner should not poll for read until room is made.
 //! * `NO_SPLICE`: splice failed with EBADF/ENOSYS on this connection; it
 //!   uses recv/send from then on.
+//! * `SPLICE_EMPTY`: the last splice in found nothing; a second such splice
+//!   after a readable report hands the fd to recv (see `raw_sock::rcv_pipe`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -71,6 +73,11 @@ bitflags::bitflags! {
         const XPRT_CLOSED = 1 << 10;
         /// The connect was confirmed (or the socket came from accept).
         const L4_CONN = 1 << 11;
+        /// The last splice in found nothing (EAGAIN, empty pipe). If the
+        /// poller then reports the socket readable and splice again finds
+        /// nothing, splice cannot take what is there (a TCP urgent mark
+        /// stops it) and recv must consume it.
+        const SPLICE_EMPTY = 1 << 12;
     }
 }
 
@@ -336,6 +343,11 @@ impl Connection {
             Ok(0) => {
                 // select: readable/writable and no error. Still connecting
                 // is possible only if nothing was reported at all.
+                if last.contains(Ready::HUP) {
+                    // HUP without ERR on a connect that succeeded (Ubuntu
+                    // 5.4/5.15): spurious, so it must not stay sticky.
+                    cx.forget_hangup(self.fd);
+                }
                 self.connected();
                 ConnectStatus::Connected
             }

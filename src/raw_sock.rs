@@ -20,7 +20,8 @@
 //! | splice → EBADF / ENOSYS / EINVAL | splice disabled for this connection, bytes continue through recv, nothing lost; counted, logged once |
 //! | splice → EAGAIN while the pipe holds data | `WAIT_ROOM` (pipe full); recv is not polled |
 //! | splice → EAGAIN on an incoming shutdown, splice not yet known to work | one `recv(MSG_PEEK)` to find out |
-//! | splice short with RDHUP | not proof the input is empty: splice again |
+//! | splice short with RDHUP | not proof the input is empty: splice again (without RDHUP a short splice means drained, as a short recv does) |
+//! | an event splice does not consume (splice says 0, or EAGAIN twice after a readable report) | the fd stays READY and the caller receives with recv, which consumes it |
 //!
 //! Every syscall goes through a [`SockOps`] (generic, so [`Real`](crate::sockops::Real)
 //! compiles to direct calls). The fd's READY bits are kept by the loop's
@@ -209,7 +210,11 @@ fn splice_unsupported(e: &std::io::Error) -> bool {
 
 /// Splices up to `count` bytes from the socket into `pipe`. Returns the
 /// bytes moved. Returns 0 with `NO_SPLICE` set when splice does not work
-/// here: the caller then uses [`rcv_buf`], and nothing is lost.
+/// here: the caller then uses [`rcv_buf`], and nothing is lost. Returns 0
+/// with the fd still recv-READY (and no `WAIT_ROOM`, `SOCK_RD_SH` or
+/// `ERROR`) when splice could not consume what the poller reported (an end
+/// of input to confirm, bytes behind a TCP urgent mark): the caller must
+/// then receive with [`rcv_buf`] this time.
 pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pipe: &mut Pipe, count: usize) -> usize {
     if conn.flags.contains(ConnFlags::NO_SPLICE)
         || !usable(conn, ConnFlags::SOCK_RD_SH)
@@ -224,17 +229,31 @@ pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
         cx.counters_mut().splices += 1;
         match ops.splice(fd, pipe.write_fd(), want) {
             Ok(0) => {
-                read0(cx, conn);
+                // The end of input, says splice; but it also stops at a TCP
+                // urgent mark with bytes queued behind it. A recv confirms
+                // (once per connection): the fd stays READY and the caller
+                // receives with recv (see the module docs).
+                conn.connected();
                 break;
             }
             Ok(n) => {
                 SPLICE_WORKS.store(true, Ordering::Relaxed);
+                conn.flags.remove(ConnFlags::SPLICE_EMPTY);
+                cx.mark_progress(fd);
                 pipe.data += n;
                 done += n;
                 conn.connected();
-                // A short splice, with or without RDHUP, does not prove the
-                // input empty (the pipe may be full): try again; the next
-                // call says EAGAIN, 0 or more data.
+                if n < want {
+                    // Short. With RDHUP reported it proves nothing (the
+                    // kernel may stop at the FIN): splice again. Without,
+                    // the socket held less than asked: drained, as after a
+                    // short recv (level: no EAGAIN splice to learn it).
+                    if cx.state(fd).is_some_and(|s| s.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP)) {
+                        continue;
+                    }
+                    cx.done_recv(fd);
+                    break;
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -254,7 +273,14 @@ pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
                         Ok(_) => splice_fallback(cx, conn, &std::io::Error::from_raw_os_error(libc::EAGAIN)),
                         Err(_) => cx.cant_recv(fd),
                     }
+                } else if conn.flags.contains(ConnFlags::SPLICE_EMPTY) {
+                    // Reported readable again, and splice still takes
+                    // nothing: an event splice does not consume (bytes
+                    // behind a TCP urgent mark). The fd stays READY: the
+                    // caller receives with recv, which consumes it.
+                    conn.flags.remove(ConnFlags::SPLICE_EMPTY);
                 } else {
+                    conn.flags |= ConnFlags::SPLICE_EMPTY;
                     cx.cant_recv(fd);
                 }
                 break;
@@ -286,6 +312,7 @@ pub fn snd_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
         match ops.splice(pipe.read_fd(), fd, pipe.data) {
             Ok(0) => break,
             Ok(n) => {
+                cx.mark_progress(fd);
                 pipe.data -= n;
                 done += n;
                 conn.connected();

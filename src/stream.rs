@@ -13,6 +13,9 @@
 //! * a consumer wants send only while its channel holds data;
 //! * splice is used per direction when allowed (mode, platform, budget,
 //!   no buffered bytes ahead of it so order is kept, neither side fell back);
+//!   in `Auto` mode only once a receive filled the buffer (the direction
+//!   streams), like HAProxy's streamer detection: short exchanges stay on
+//!   recv/send;
 //! * a producer's EOF is passed on as `shutdown(SHUT_WR)` to the consumer
 //!   once its channel is empty (half-close, both ways);
 //! * buffers and pipes go back to their pools as soon as they are empty;
@@ -234,6 +237,17 @@ impl Stream {
         }
     }
 
+    /// Replaces a back connection whose connect failed before anything was
+    /// sent to it (a retry on another server): the request bytes waiting in
+    /// `req` go to the new one.
+    pub fn replace_back(&mut self, cx: &mut Ctx, back: Connection) {
+        let mut old = std::mem::replace(&mut self.back, back);
+        old.force_close(cx);
+        if matches!(self.outcome, Outcome::ConnectFailed(_)) {
+            self.outcome = Outcome::Running;
+        }
+    }
+
     /// Marks the stream failed (e.g. a phase timeout of the owner).
     pub fn abort(&mut self, outcome: Outcome) {
         if self.outcome == Outcome::Running {
@@ -289,7 +303,14 @@ fn forward<S: SockOps>(
         // Room was made (or not): recompute WAIT_ROOM from the channel.
         let pipe_room = ch.pipe.as_ref().is_none_or(|pp| pp.data < PIPE_CHUNK);
         let buf_room = ch.buf.as_ref().is_none_or(|b| !b.is_full());
-        if pipe_room && buf_room {
+        // A pipe the consumer can no longer splice from is drained through
+        // the buffer first: nothing newer may be received before it (order).
+        let draining = c.flags.contains(ConnFlags::NO_SPLICE) && ch.pipe.as_ref().is_some_and(|pp| pp.data > 0);
+        // No room (a pipe that holds PIPE_CHUNK, a full buffer) is WAIT_ROOM
+        // too, so the producer is not polled for read meanwhile.
+        if draining || !(pipe_room && buf_room) {
+            p.flags |= ConnFlags::WAIT_ROOM;
+        } else {
             p.flags.remove(ConnFlags::WAIT_ROOM);
         }
         if !ch.eof && state(cx, p).contains(FdState::RECV_READY) && !p.flags.contains(ConnFlags::WAIT_ROOM) {
@@ -316,7 +337,7 @@ fn forward<S: SockOps>(
 fn splice_ok(mode: SpliceMode, p: &Connection, c: &Connection, ch: &Channel) -> bool {
     SpliceMode::PLATFORM_HAS_SPLICE
         && mode != SpliceMode::Never
-        && (mode == SpliceMode::Always || ch.splice_allowed())
+        && (mode == SpliceMode::Always || (ch.splice_allowed() && ch.streaming))
         && ch.buf.as_ref().is_none_or(|b| b.is_empty())
         && !p.flags.contains(ConnFlags::NO_SPLICE)
         && !c.flags.contains(ConnFlags::NO_SPLICE)
@@ -347,14 +368,23 @@ fn receive<S: SockOps>(
         let room = PIPE_CHUNK.saturating_sub(pipe.data);
         let n = raw_sock::rcv_pipe(ops, cx, p, &mut pipe, ch.budget(room));
         ch.pipe = Some(pipe);
-        if n > 0 || !p.flags.contains(ConnFlags::NO_SPLICE) {
+        // splice moved nothing yet left the fd READY: it could not consume
+        // what the poller reported, so recv must (falls through below).
+        let unconsumed = n == 0
+            && state(cx, p).contains(FdState::RECV_READY)
+            && !p.flags.intersects(ConnFlags::WAIT_ROOM | ConnFlags::SOCK_RD_SH | ConnFlags::ERROR);
+        if (n > 0 || !p.flags.contains(ConnFlags::NO_SPLICE)) && !unconsumed {
             return n;
         }
-        // Splice just failed on this connection: fall through to recv.
+        // Splice just failed on this connection, or could not consume the
+        // event: fall through to recv.
     }
     let mut buf = ch.buf.take().unwrap_or_else(|| pools.bufs.get());
     let max = ch.budget(buf.free());
     let n = raw_sock::rcv_buf(ops, cx, p, &mut buf, max);
+    if n > 0 && buf.is_full() {
+        ch.streaming = true;
+    }
     ch.buf = Some(buf);
     n
 }
@@ -368,8 +398,22 @@ fn flush<S: SockOps>(ops: &mut S, cx: &mut Ctx, pools: &mut Pools, c: &mut Conne
             sent += raw_sock::snd_pipe(ops, cx, c, pipe);
         }
         if pipe.data > 0 && c.flags.contains(ConnFlags::NO_SPLICE) {
+            // The pipe may hold more than the buffer: send the buffer as it
+            // fills (it holds only bytes from this pipe, see `forward`), until
+            // the pipe is empty or the socket is full.
             let buf = ch.buf.get_or_insert_with(|| pools.bufs.get());
-            raw_sock::drain_pipe(ops, cx, pipe, buf);
+            loop {
+                raw_sock::drain_pipe(ops, cx, pipe, buf);
+                if pipe.data == 0 || buf.is_empty() || !state(cx, c).contains(FdState::SEND_READY) {
+                    break;
+                }
+                let len = buf.len();
+                let n = raw_sock::snd_buf(ops, cx, c, buf, len, SendFlags::empty());
+                sent += n;
+                if n == 0 {
+                    break;
+                }
+            }
         }
     }
     let pipe_empty = ch.pipe.as_ref().is_none_or(|pp| pp.data == 0);

@@ -44,6 +44,7 @@ use anypoll_backends::{AnyPoller, Capabilities, Poller};
 
 pub mod net;
 pub mod scenarios;
+pub mod scripted;
 
 /// The result of one scenario on one backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
