@@ -38,7 +38,7 @@ step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 step "demo (short)"
-cargo run --release -q -- demo --messages 5000
+cargo run --release -q -- demo --quick
 
 if [ "$os" = Linux ]; then
     step "cross-check"

@@ -37,16 +37,27 @@ pub enum Command {
     Probe,
     /// Run the self-contained demonstration on every available backend.
     Demo(crate::demo::DemoArgs),
+    /// Run the TCP relay: accept clients, forward each to a healthy server.
+    Relay(Box<crate::relay::config::RelayArgs>),
+    /// Benchmarks: `bench poller` (libevent's bench.c against the Rust peers), `bench idle`.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Parses the command line, runs the command, returns the exit status.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One line, as every other usage error: clap's first line names
+            // the problem; the usage and hints follow with --help.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad usage");
+            eprintln!("anypoll: {} (see --help)", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
         }
     };
     init_logging(cli.verbose);
@@ -58,6 +69,8 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Some(Command::Demo(args)) => crate::demo::run(&args, cli.poller.as_deref()),
+        Some(Command::Relay(args)) => crate::relay::main(&args, cli.poller.as_deref()),
+        Some(Command::Bench(args)) => crate::bench::run(&args, cli.poller.as_deref()),
     }
 }
 

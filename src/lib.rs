@@ -16,6 +16,7 @@
 
 pub use anypoll_backends as backends;
 
+pub mod bench;
 pub mod buffer;
 pub mod channel;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod fd;
 pub mod listener;
 pub mod pipe;
 pub mod raw_sock;
+pub mod relay;
 pub mod signal;
 pub mod sockops;
 pub mod stream;

@@ -1,0 +1,431 @@
+//! Relay settings: from the command line, from a TOML file (`--config`),
+//! or both (the command line wins).
+//!
+//! ```toml
+//! listen = ["127.0.0.1:8080", "[::1]:8080"]
+//! server = ["127.0.0.1:9001", "127.0.0.1:9002"]
+//! poller = "epoll"          # optional
+//! splice = "auto"           # auto | always | never
+//! maxconn = 10000
+//! timeout_connect = "5s"    # a number alone is milliseconds
+//! timeout_client = "30s"
+//! timeout_server = "30s"
+//! bufsize = 16384
+//! threads = 1
+//! check = "http:/health"    # tcp | http:/path | none
+//! check_interval = "2s"
+//! rise = 2
+//! fall = 3
+//! stats = "127.0.0.1:8404"  # a port alone binds to 127.0.0.1
+//! grace = "5s"
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::stream::SpliceMode;
+
+/// How servers are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Not checked: always up.
+    None,
+    /// A TCP connect.
+    Tcp,
+    /// `GET path` expecting a 2xx or 3xx status.
+    Http(String),
+}
+
+/// Everything the relay needs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Addresses to accept clients on.
+    pub listen: Vec<SocketAddr>,
+    /// Servers, used round-robin while healthy.
+    pub servers: Vec<SocketAddr>,
+    /// The backend name, if one is forced.
+    pub poller: Option<String>,
+    /// When to splice.
+    pub splice: SpliceMode,
+    /// Connections at most, over all threads; beyond, accepting pauses.
+    pub maxconn: usize,
+    /// Longest wait for a server connect.
+    pub timeout_connect: Duration,
+    /// Longest inactivity on the client side.
+    pub timeout_client: Duration,
+    /// Longest inactivity on the server side.
+    pub timeout_server: Duration,
+    /// Buffer size per direction.
+    pub bufsize: usize,
+    /// Event loops (threads), one per thread with SO_REUSEPORT.
+    pub threads: usize,
+    /// Health checks.
+    pub check: CheckKind,
+    /// Time between checks of one server.
+    pub check_interval: Duration,
+    /// Consecutive successes to mark a server up.
+    pub rise: u32,
+    /// Consecutive failures to mark a server down.
+    pub fall: u32,
+    /// Where to serve the counters as text.
+    pub stats: Option<SocketAddr>,
+    /// How long live connections may finish after SIGTERM/SIGINT.
+    pub grace: Duration,
+    /// Connections accepted per wake-up of a listener.
+    pub maxaccept: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            listen: Vec::new(),
+            servers: Vec::new(),
+            poller: None,
+            splice: SpliceMode::Auto,
+            maxconn: 10_000,
+            timeout_connect: Duration::from_secs(5),
+            timeout_client: Duration::from_secs(30),
+            timeout_server: Duration::from_secs(30),
+            bufsize: 16 * 1024,
+            threads: 1,
+            check: CheckKind::None,
+            check_interval: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+            stats: None,
+            grace: Duration::from_secs(5),
+            maxaccept: 64,
+        }
+    }
+}
+
+/// `anypoll relay` options.
+#[derive(Debug, Default, clap::Args)]
+pub struct RelayArgs {
+    /// Address to listen on (repeatable). IPv4 or [IPv6]:port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// Server address (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub server: Vec<String>,
+    /// TOML file with the same settings; the command line wins.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Splice mode: auto, always or never.
+    #[arg(long, value_name = "MODE")]
+    pub splice: Option<String>,
+    /// Same as --splice never.
+    #[arg(long)]
+    pub no_splice: bool,
+    /// Connections at most; beyond, accepting pauses.
+    #[arg(long)]
+    pub maxconn: Option<usize>,
+    /// Server connect timeout (e.g. 5s, 500ms; a number alone is ms).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout_connect: Option<String>,
+    /// Client-side inactivity timeout.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout_client: Option<String>,
+    /// Server-side inactivity timeout.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout_server: Option<String>,
+    /// Buffer size per direction, in bytes.
+    #[arg(long)]
+    pub bufsize: Option<usize>,
+    /// Event loops, one per thread, each with its own SO_REUSEPORT listeners.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Health check: tcp, http:/path or none.
+    #[arg(long, value_name = "KIND")]
+    pub check: Option<String>,
+    /// Time between checks of one server.
+    #[arg(long, value_name = "DURATION")]
+    pub check_interval: Option<String>,
+    /// Consecutive successes to mark a server up.
+    #[arg(long)]
+    pub rise: Option<u32>,
+    /// Consecutive failures to mark a server down.
+    #[arg(long)]
+    pub fall: Option<u32>,
+    /// Serve the counters as text here; a port alone binds to 127.0.0.1.
+    #[arg(long, value_name = "ADDR")]
+    pub stats: Option<String>,
+    /// Grace period for live connections after SIGTERM/SIGINT.
+    #[arg(long, value_name = "DURATION")]
+    pub grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<Vec<String>>,
+    server: Option<Vec<String>>,
+    poller: Option<String>,
+    splice: Option<String>,
+    maxconn: Option<usize>,
+    timeout_connect: Option<toml::Value>,
+    timeout_client: Option<toml::Value>,
+    timeout_server: Option<toml::Value>,
+    bufsize: Option<usize>,
+    threads: Option<usize>,
+    check: Option<String>,
+    check_interval: Option<toml::Value>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    stats: Option<String>,
+    grace: Option<toml::Value>,
+}
+
+/// Parses `5s`, `250ms`, `2m`, `1h`, or a bare number of milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (try 5s, 250ms or a number of ms)"))?;
+    let ms = match unit {
+        "" | "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+fn value_duration(key: &str, v: &toml::Value) -> Result<Duration, String> {
+    match v {
+        toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_millis(*n as u64)),
+        toml::Value::String(s) => parse_duration(s).map_err(|e| format!("{key}: {e}")),
+        other => Err(format!("{key}: expected a duration like \"5s\" or a number of ms, found {}", other.type_str())),
+    }
+}
+
+/// A TOML error as one line, `line N: what` (toml's message may span
+/// several lines, e.g. "invalid array\nexpected `]`").
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": ");
+    match e.span().and_then(|s| text.get(..s.start)) {
+        Some(before) => format!("line {}: {what}", before.matches('\n').count() + 1),
+        None => what,
+    }
+}
+
+/// Resolves `host:port` (IPv6 as `[::1]:port`).
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("'{s}' is not an address: {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
+fn parse_splice(s: &str) -> Result<SpliceMode, String> {
+    match s {
+        "auto" => Ok(SpliceMode::Auto),
+        "always" | "on" => Ok(SpliceMode::Always),
+        "never" | "off" => Ok(SpliceMode::Never),
+        _ => Err(format!("splice mode '{s}' is not auto, always or never")),
+    }
+}
+
+/// Parses a check kind: `tcp`, `http:/path`, `none`.
+pub fn parse_check(s: &str) -> Result<CheckKind, String> {
+    match s {
+        "none" => Ok(CheckKind::None),
+        "tcp" => Ok(CheckKind::Tcp),
+        _ => match s.strip_prefix("http:") {
+            Some(path) if path.starts_with('/') && !path.contains(|c: char| c.is_whitespace() || c.is_control()) => {
+                Ok(CheckKind::Http(path.to_string()))
+            }
+            _ => Err(format!("check '{s}' is not tcp, none or http:/path")),
+        },
+    }
+}
+
+/// A stats address: a port alone is 127.0.0.1:port (loopback by default).
+pub fn parse_stats(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    parse_addr(s)
+}
+
+impl RelayConfig {
+    /// Builds the settings from the arguments and, if given, the file.
+    /// Every error is one line that names the setting.
+    pub fn from_args(args: &RelayArgs, poller_flag: Option<&str>) -> Result<RelayConfig, String> {
+        let mut cfg = RelayConfig::default();
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+            cfg.apply_file(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+        }
+        let dur = |key: &str, v: &Option<String>, out: &mut Duration| -> Result<(), String> {
+            if let Some(s) = v {
+                *out = parse_duration(s).map_err(|e| format!("--{key}: {e}"))?;
+            }
+            Ok(())
+        };
+        if !args.listen.is_empty() {
+            cfg.listen = args
+                .listen
+                .iter()
+                .map(|s| parse_addr(s).map_err(|e| format!("--listen: {e}")))
+                .collect::<Result<_, _>>()?;
+        }
+        if !args.server.is_empty() {
+            cfg.servers = args
+                .server
+                .iter()
+                .map(|s| parse_addr(s).map_err(|e| format!("--server: {e}")))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(p) = poller_flag {
+            cfg.poller = Some(p.to_string());
+        }
+        if let Some(s) = &args.splice {
+            cfg.splice = parse_splice(s).map_err(|e| format!("--splice: {e}"))?;
+        }
+        if args.no_splice {
+            cfg.splice = SpliceMode::Never;
+        }
+        cfg.splice = SpliceMode::from_env(cfg.splice);
+        cfg.maxconn = args.maxconn.unwrap_or(cfg.maxconn);
+        dur("timeout-connect", &args.timeout_connect, &mut cfg.timeout_connect)?;
+        dur("timeout-client", &args.timeout_client, &mut cfg.timeout_client)?;
+        dur("timeout-server", &args.timeout_server, &mut cfg.timeout_server)?;
+        cfg.bufsize = args.bufsize.unwrap_or(cfg.bufsize);
+        cfg.threads = args.threads.unwrap_or(cfg.threads);
+        if let Some(c) = &args.check {
+            cfg.check = parse_check(c).map_err(|e| format!("--check: {e}"))?;
+        }
+        dur("check-interval", &args.check_interval, &mut cfg.check_interval)?;
+        cfg.rise = args.rise.unwrap_or(cfg.rise);
+        cfg.fall = args.fall.unwrap_or(cfg.fall);
+        if let Some(s) = &args.stats {
+            cfg.stats = Some(parse_stats(s).map_err(|e| format!("--stats: {e}"))?);
+        }
+        dur("grace", &args.grace, &mut cfg.grace)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Applies a TOML document.
+    pub fn apply_file(&mut self, text: &str) -> Result<(), String> {
+        let f: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        if let Some(l) = f.listen {
+            self.listen =
+                l.iter().map(|s| parse_addr(s).map_err(|e| format!("listen: {e}"))).collect::<Result<_, _>>()?;
+        }
+        if let Some(l) = f.server {
+            self.servers =
+                l.iter().map(|s| parse_addr(s).map_err(|e| format!("server: {e}"))).collect::<Result<_, _>>()?;
+        }
+        if f.poller.is_some() {
+            self.poller = f.poller;
+        }
+        if let Some(s) = f.splice {
+            self.splice = parse_splice(&s).map_err(|e| format!("splice: {e}"))?;
+        }
+        let durs = [
+            ("timeout_connect", f.timeout_connect, &mut self.timeout_connect),
+            ("timeout_client", f.timeout_client, &mut self.timeout_client),
+            ("timeout_server", f.timeout_server, &mut self.timeout_server),
+            ("check_interval", f.check_interval, &mut self.check_interval),
+            ("grace", f.grace, &mut self.grace),
+        ];
+        for (key, v, out) in durs {
+            if let Some(v) = v {
+                *out = value_duration(key, &v)?;
+            }
+        }
+        self.maxconn = f.maxconn.unwrap_or(self.maxconn);
+        self.bufsize = f.bufsize.unwrap_or(self.bufsize);
+        self.threads = f.threads.unwrap_or(self.threads);
+        if let Some(c) = f.check {
+            self.check = parse_check(&c).map_err(|e| format!("check: {e}"))?;
+        }
+        self.rise = f.rise.unwrap_or(self.rise);
+        self.fall = f.fall.unwrap_or(self.fall);
+        if let Some(s) = f.stats {
+            self.stats = Some(parse_stats(&s).map_err(|e| format!("stats: {e}"))?);
+        }
+        Ok(())
+    }
+
+    /// Checks the settings hang together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listen.is_empty() {
+            return Err("no address to listen on (--listen ADDR)".into());
+        }
+        if self.servers.is_empty() {
+            return Err("no server (--server ADDR)".into());
+        }
+        if self.maxconn == 0 {
+            return Err("--maxconn must be at least 1".into());
+        }
+        if !(1024..=(64 << 20)).contains(&self.bufsize) {
+            return Err(format!("--bufsize {} is outside 1024..=67108864", self.bufsize));
+        }
+        if self.threads == 0 || self.threads > 256 {
+            return Err(format!("--threads {} is outside 1..=256", self.threads));
+        }
+        if self.rise == 0 || self.fall == 0 {
+            return Err("--rise and --fall must be at least 1".into());
+        }
+        for (name, d) in [
+            ("timeout-connect", self.timeout_connect),
+            ("timeout-client", self.timeout_client),
+            ("timeout-server", self.timeout_server),
+            ("check-interval", self.check_interval),
+        ] {
+            if d.is_zero() {
+                return Err(format!("--{name} must be more than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("700"), Ok(Duration::from_millis(700)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn checks_and_stats() {
+        assert_eq!(parse_check("tcp"), Ok(CheckKind::Tcp));
+        assert_eq!(parse_check("http:/health"), Ok(CheckKind::Http("/health".into())));
+        assert!(parse_check("http:health").is_err());
+        assert!(parse_check("http:/a b").is_err());
+        assert_eq!(parse_stats("8404").unwrap(), "127.0.0.1:8404".parse().unwrap());
+    }
+
+    #[test]
+    fn file_then_validation() {
+        let mut c = RelayConfig::default();
+        c.apply_file(
+            "listen = [\"127.0.0.1:1\"]\nserver = [\"[::1]:2\"]\ntimeout_client = 1500\ncheck = \"http:/h\"\nsplice = \"never\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.timeout_client, Duration::from_millis(1500));
+        assert_eq!(c.splice, SpliceMode::Never);
+        assert!(c.validate().is_ok());
+        assert!(c.apply_file("bogus = 1").unwrap_err().contains("bogus"));
+        assert!(c.apply_file("timeout_server = \"x\"").unwrap_err().contains("timeout_server"));
+    }
+}
