@@ -43,13 +43,13 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// Returns the calling thread's errno location, valid for the thread's life.
 unsafe fn errno_location() -> *mut libc::c_int {
     cfg_if::cfg_if! {
-        if #[cfg(any(target_os = "linux", target_os = "android"))] {
+        if #[cfg(any(target_os = "linux", target_os = "android", target_os = "dragonfly"))] {
             // SAFETY: libc's documented errno accessor on these platforms.
             unsafe { libc::__errno_location() }
         } else if #[cfg(any(target_os = "illumos", target_os = "solaris"))] {
             // SAFETY: as above.
             unsafe { libc::___errno() }
-        } else if #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd", target_os = "dragonfly"))] {
+        } else if #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))] {
             // SAFETY: as above.
             unsafe { libc::__error() }
         } else if #[cfg(any(target_os = "openbsd", target_os = "netbsd"))] {

@@ -7,6 +7,7 @@
 mod relay_common;
 
 use std::io::Write;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

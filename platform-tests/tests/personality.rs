@@ -24,6 +24,11 @@ use platform_tests::scripted::{
     PeerEnd, Scripted, Step, StreamRig,
 };
 
+/// The poll bit that says the peer's FIN arrived: POLLRDHUP where it
+/// exists (Linux, Android), else POLLIN (data or EOF to read).
+const PEER_SHUT: i16 =
+    if anypoll::backends::poll::RDHUP_HERE != 0 { anypoll::backends::poll::RDHUP_HERE } else { libc::POLLIN };
+
 const SECS: Duration = Duration::from_secs(10);
 
 /// A Unix pair: (the peer, blocking; our connection, non-blocking).
@@ -317,7 +322,7 @@ fn personality_recv_zero_is_read_shutdown() {
             wait_pending(fd, want.len(), SECS);
             // Every recv gets a full 16 KiB, so no short read proves the end:
             // the EOF shows as a recv that returns 0.
-            wait_poll(fd, libc::POLLRDHUP, SECS);
+            wait_poll(fd, PEER_SHUT, SECS);
             conn.ctrl_init(el.cx(), 0, FdState::RECV_ACTIVE | FdState::RECV_READY).unwrap();
             let mut h = Endpoint::new(conn, Scripted::new());
             let spent = drive(&mut el, &mut h, SECS, |h| h.done());
@@ -355,7 +360,7 @@ fn personality_short_read_after_hup_no_extra_recv() {
             let mut conn = conn;
             let fd = conn.fd();
             // The data and the hang-up are both there before the first wait.
-            wait_poll(fd, libc::POLLRDHUP, SECS);
+            wait_poll(fd, PEER_SHUT, SECS);
             let mut el = new_loop(b);
             conn.ctrl_init(el.cx(), 0, FdState::RECV_ACTIVE).unwrap();
             let mut h = Endpoint::new(conn, Scripted::new());

@@ -8,6 +8,9 @@
 //! done in the process (the probe must happen), then after a real splice
 //! moved bytes (the probe must not happen). Each phase asserts which
 //! behaviour applied.
+//!
+//! splice exists on Linux and Android only.
+#![cfg(any(target_os = "linux", target_os = "android"))]
 
 use std::io::Write;
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
