@@ -9,7 +9,7 @@
 //! * `polling` retries EINTR inside its wait, so a signal does not end a
 //!   compat wait early (it still never comes out as an error).
 //! * ERR/HUP come through `polling`'s `is_err` and `is_interrupt`, which it
-//!   fills on Linux only ([`Capabilities::ERRHUP`] is claimed there alone);
+//!   fills on Linux only ([`Capabilities::ERRHUP`](crate::Capabilities::ERRHUP) is claimed there alone);
 //!   half-close is not reported on its own (no `RDHUP`).
 //! * `polling`'s own wake-up events are invisible to the caller, so the
 //!   waker also raises a flag that the next wait turns into

@@ -1,9 +1,9 @@
 //! # anypoll-backends
 //!
 //! One [`Poller`] trait over every readiness mechanism a Unix daemon meets:
-//! [epoll](epoll) (Linux, Android), [kqueue](kqueue) (macOS, the BSDs),
-//! [event ports](evports) (illumos, Solaris), [poll](poll) and
-//! [select](select) (every Unix), plus [compat](compat), a backend over the
+//! [`epoll`] (Linux, Android), [`kqueue`] (macOS, the BSDs),
+//! [event ports](evports) (illumos, Solaris), [`poll`] and
+//! [`select`] (every Unix), plus [`compat`], a backend over the
 //! `polling` crate. The backend is picked at **run time**: see
 //! [`registry::choose`] for the order (API call > `--poller NAME` >
 //! `ANYPOLL_POLLER=NAME` > best available).

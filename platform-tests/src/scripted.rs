@@ -1,7 +1,7 @@
 //! Platform personalities: a scripted [`SockOps`] and the small rigs the
 //! `tests/personality*.rs` tests drive with it.
 //!
-//! [`raw_sock`](anypoll::raw_sock) makes every socket syscall through a
+//! [`raw_sock`] makes every socket syscall through a
 //! [`SockOps`]. [`Scripted`] wraps [`Real`] and, per operation, takes its
 //! next outcome from a queue of [`Step`]s:
 //!

@@ -1,5 +1,5 @@
 //! `anypoll bench stream`: a bulk loopback transfer through one
-//! [`Stream`](crate::stream::Stream), with splice on and off.
+//! [`Stream`], with splice on and off.
 //!
 //! A source thread writes `--bytes` of a pattern into the stream's front
 //! socket; the stream forwards them to a sink thread that checksums what

@@ -105,7 +105,7 @@ impl Default for RelayConfig {
 /// `anypoll relay` options.
 #[derive(Debug, Default, clap::Args)]
 pub struct RelayArgs {
-    /// Address to listen on (repeatable). IPv4 or [IPv6]:port.
+    /// Address to listen on (repeatable). IPv4, or IPv6 as `[::1]:port`.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
     /// Server address (repeatable).
