@@ -4,8 +4,8 @@
 //!
 //! * One *knote* per (ident, filter). An fd has separate `EVFILT_READ` and
 //!   `EVFILT_WRITE` knotes, so one fd can come back as two events in one
-//!   wait, not necessarily adjacent: they are merged into one [`Event`](crate::Event)
-//!   (see [`translate_fd`]).
+//!   wait, not necessarily adjacent: they are merged into one
+//!   [`Event`](crate::Event) (see [`translate_fd`]).
 //! * Level is the default, `EV_CLEAR` gives edge, `EV_DISPATCH` gives oneshot
 //!   (the knote is *disabled* after one delivery and re-enabled by `EV_ENABLE`,
 //!   which re-checks the condition). `EV_ADD` on an existing knote updates its
@@ -69,8 +69,9 @@
 //! ## How changes reach the kernel
 //!
 //! * `add` and `modify` make **no syscall**: they queue changes, which go
-//!   into the next wait's `kevent()` call ([`Capabilities::BATCH`](crate::Capabilities::BATCH)). Changes
-//!   for one (fd, filter) are coalesced while queued, so at most one
+//!   into the next wait's `kevent()` call
+//!   ([`Capabilities::BATCH`](crate::Capabilities::BATCH)). Changes for one
+//!   (fd, filter) are coalesced while queued, so at most one
 //!   `EV_DELETE` and one `EV_ADD`/`EV_DISABLE` per filter travel together,
 //!   and a change that only undoes a queued one disappears (an `add`
 //!   followed by a `modify` to an empty interest costs nothing).
