@@ -305,7 +305,11 @@ fn forward<S: SockOps>(
         let buf_room = ch.buf.as_ref().is_none_or(|b| !b.is_full());
         // A pipe the consumer can no longer splice from is drained through
         // the buffer first: nothing newer may be received before it (order).
-        let draining = c.flags.contains(ConnFlags::NO_SPLICE) && ch.pipe.as_ref().is_some_and(|pp| pp.data > 0);
+        // Bytes still in the pipe while either side fell back from splice:
+        // nothing new is received until they are out, or newer bytes could
+        // overtake them through the buffer.
+        let draining = (c.flags.contains(ConnFlags::NO_SPLICE) || p.flags.contains(ConnFlags::NO_SPLICE))
+            && ch.pipe.as_ref().is_some_and(|pp| pp.data > 0);
         // No room (a pipe that holds PIPE_CHUNK, a full buffer) is WAIT_ROOM
         // too, so the producer is not polled for read meanwhile.
         if draining || !(pipe_room && buf_room) {
@@ -373,7 +377,10 @@ fn receive<S: SockOps>(
         let unconsumed = n == 0
             && state(cx, p).contains(FdState::RECV_READY)
             && !p.flags.intersects(ConnFlags::WAIT_ROOM | ConnFlags::SOCK_RD_SH | ConnFlags::ERROR);
-        if (n > 0 || !p.flags.contains(ConnFlags::NO_SPLICE)) && !unconsumed {
+        let pipe_holds_data = ch.pipe.as_ref().is_some_and(|pp| pp.data > 0);
+        if (n > 0 || !p.flags.contains(ConnFlags::NO_SPLICE)) && !unconsumed || pipe_holds_data {
+            // Older bytes wait in the pipe: recv must not put newer ones
+            // in the buffer ahead of them.
             return n;
         }
         // Splice just failed on this connection, or could not consume the
