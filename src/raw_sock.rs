@@ -243,6 +243,12 @@ pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
                 pipe.data += n;
                 done += n;
                 conn.connected();
+                if n < want && cx.state(fd).is_some_and(|s| s.contains(FdState::ERROR)) {
+                    // A short splice while ERR is reported: as for a short
+                    // read, the bytes are kept and the error is final.
+                    error_from_so_error(ops, cx, conn);
+                    break;
+                }
                 if n < want {
                     // Short. With RDHUP reported it proves nothing (the
                     // kernel may stop at the FIN): splice again. Without,
