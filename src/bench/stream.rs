@@ -179,7 +179,9 @@ pub fn run_once(bytes: u64, mode: SpliceMode, bufsize: usize, poller: Option<&st
 
 /// Runs the benchmark.
 pub fn run(args: &StreamArgs, poller: Option<&str>) -> ExitCode {
-    let modes: Vec<(&str, SpliceMode)> = match args.splice.as_str() {
+    // ANYPOLL_NO_SPLICE=1 is the global switch: splice off, whatever --splice says.
+    let forced_off = SpliceMode::from_env(SpliceMode::Auto) == SpliceMode::Never;
+    let modes: Vec<(&str, SpliceMode)> = match if forced_off { "off" } else { args.splice.as_str() } {
         "on" => vec![("on", SpliceMode::Always)],
         "off" => vec![("off", SpliceMode::Never)],
         _ => vec![("off", SpliceMode::Never), ("on", SpliceMode::Always)],
