@@ -82,7 +82,7 @@ impl Server {
                 conns.len() - 1
             });
             // A new connection may send at once; it reads once the client writes.
-            match cx.register(sock.as_raw_fd(), slot, FdState::RECV_ACTIVE | FdState::SEND_READY) {
+            match cx.register(sock.as_raw_fd(), slot, FdState::RECV_ACTIVE | FdState::SEND_READY | FdState::STREAM) {
                 Ok(()) => {
                     *accepted += 1;
                     conns[slot] = Some(Conn { sock, peer, out: Vec::new(), sent: 0, eof: false });

@@ -214,15 +214,16 @@ impl Connection {
         self.flags.remove(ConnFlags::WAIT_L4_CONN);
     }
 
-    /// Registers the fd with the loop for `owner`. Connected sockets start
-    /// send-READY (a send is tried before any poll); a pending connect
-    /// waits for writability.
+    /// Registers the fd with the loop for `owner`, as a byte stream
+    /// (`FdState::STREAM`: a connection is a stream socket). Connected
+    /// sockets start send-READY (a send is tried before any poll); a
+    /// pending connect waits for writability.
     pub fn ctrl_init(&mut self, cx: &mut Ctx, owner: usize, want: FdState) -> io::Result<bool> {
         if self.flags.intersects(ConnFlags::CTRL_READY | ConnFlags::CTRL_CLOSED) {
             return Ok(false);
         }
         let ready = if self.flags.contains(ConnFlags::WAIT_L4_CONN) { FdState::empty() } else { FdState::SEND_READY };
-        cx.register(self.fd, owner, want | ready)?;
+        cx.register(self.fd, owner, want | ready | FdState::STREAM)?;
         self.flags |= ConnFlags::CTRL_READY;
         Ok(true)
     }

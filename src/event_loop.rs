@@ -127,6 +127,8 @@ enum TimerKind {
 pub struct Ctx {
     poller: AnyPoller,
     strategy: Strategy,
+    /// The trigger a `STREAM` fd is registered with (rule 3 of [`crate::fd`]).
+    stream_trigger: Trigger,
     fds: FdTable,
     timers: Timers<TimerKind>,
     counters: Counters,
@@ -135,6 +137,17 @@ pub struct Ctx {
     now: Instant,
     /// A listener paused for EMFILE/ENFILE logs once per episode.
     pub(crate) emfile_logged: bool,
+}
+
+/// The trigger an fd in `state` is registered with, under `strategy`
+/// (rule 3 of [`crate::fd`]): `stream` for a `STREAM` fd under the level
+/// strategy (edge where the backend can do it).
+fn trigger_of(strategy: Strategy, stream: Trigger, state: FdState) -> Trigger {
+    match strategy {
+        Strategy::Edge => Trigger::Edge,
+        Strategy::Level if state.contains(FdState::STREAM) => stream,
+        Strategy::Level => Trigger::Level,
+    }
 }
 
 fn pack(fd: RawFd, gen: u32) -> usize {
@@ -212,7 +225,11 @@ impl Ctx {
     /// `RECV_ACTIVE`, `SEND_ACTIVE`, and `SEND_READY` for a connected socket
     /// (a send is tried before any poll). Directions that start ACTIVE and
     /// READY get a speculative call without a wait. The kernel is told at
-    /// the next wait, in one batch, and only if needed.
+    /// the next wait, in one batch, and only if needed. Add
+    /// `FdState::STREAM` for a byte stream (TCP, Unix stream, pipe): under
+    /// the level strategy it is then registered edge-triggered where the
+    /// backend can (epoll, kqueue), which saves the kernel work per event
+    /// (rule 3 of [`crate::fd`]). Never on a datagram socket or a listener.
     ///
     /// # Errors
     /// `InvalidInput` if the backend cannot watch this fd number (select and
@@ -318,8 +335,7 @@ impl Ctx {
     /// Sets and clears state bits of `fd`, then schedules a speculative call
     /// if a direction became runnable. Every public state call goes here.
     pub fn set_state(&mut self, fd: RawFd, set: FdState, clear: FdState) {
-        self.fds.change(fd, set, clear);
-        self.reschedule_if_runnable(fd);
+        self.fds.change(fd, set, clear, false);
     }
 
     /// The owner wants to receive.
@@ -359,22 +375,41 @@ impl Ctx {
     /// drained, so READY is cleared without the recv that would only return
     /// EAGAIN. Under edge it proves nothing, unless a hang-up was reported:
     /// then the input is over (SHUT) on both strategies.
+    /// It counts as progress.
     pub fn done_recv(&mut self, fd: RawFd) {
         let Some(e) = self.fds.get(fd) else { return };
-        if e.state.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP) {
-            self.set_state(fd, FdState::RECV_SHUT, FdState::empty());
+        let (set, clear) = if e.state.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP) {
+            (FdState::RECV_SHUT, FdState::empty())
         } else if self.strategy == Strategy::Level {
-            self.set_state(fd, FdState::empty(), FdState::RECV_READY);
+            (FdState::empty(), FdState::RECV_READY)
+        } else {
+            (FdState::empty(), FdState::empty())
+        };
+        self.fds.change(fd, set, clear, true);
+    }
+
+    /// A recv-side call moved less than asked, which usually means the fd
+    /// is drained but does not prove it: a splice into a pipe also stops
+    /// when the pipe's slots are full, with bytes still in the socket.
+    /// READY is cleared only where the kernel would report the fd again if
+    /// bytes remain: a level-triggered registration (rule 3 of
+    /// [`crate::fd`]). On an edge-triggered one the fd stays READY and the
+    /// next call finds out (EAGAIN, or more bytes). It counts as progress.
+    pub fn done_recv_unproven(&mut self, fd: RawFd) {
+        let Some(e) = self.fds.get(fd) else { return };
+        if trigger_of(self.strategy, self.stream_trigger, e.state) == Trigger::Level {
+            self.done_recv(fd);
+        } else {
+            self.mark_progress(fd);
         }
     }
 
     /// A send took less than offered: the socket buffer is full. Under the
     /// level strategy READY is cleared at once; under edge only an EAGAIN
-    /// clears it.
+    /// clears it. It counts as progress.
     pub fn done_send(&mut self, fd: RawFd) {
-        if self.strategy == Strategy::Level {
-            self.set_state(fd, FdState::empty(), FdState::SEND_READY);
-        }
+        let clear = if self.strategy == Strategy::Level { FdState::SEND_READY } else { FdState::empty() };
+        self.fds.change(fd, FdState::empty(), clear, true);
     }
 
     /// Records that I/O on `fd` moved data (the transport's splices call it
@@ -411,11 +446,12 @@ impl Ctx {
                     self.set_state(fd, FdState::RECV_SHUT, FdState::empty());
                     return Io::Closed;
                 }
+                Ok(n) if n < buf.len() => {
+                    self.done_recv(fd);
+                    return Io::Done(n);
+                }
                 Ok(n) => {
                     self.mark_progress(fd);
-                    if n < buf.len() {
-                        self.done_recv(fd);
-                    }
                     return Io::Done(n);
                 }
                 Err(e) => match self.io_error(fd, e, enotconn_is_eagain, FdState::RECV_READY) {
@@ -445,11 +481,12 @@ impl Ctx {
                     self.cant_send(fd);
                     return Io::WouldBlock;
                 }
+                Ok(n) if n < buf.len() => {
+                    self.done_send(fd);
+                    return Io::Done(n);
+                }
                 Ok(n) => {
                     self.mark_progress(fd);
-                    if n < buf.len() {
-                        self.done_send(fd);
-                    }
                     return Io::Done(n);
                 }
                 Err(e) => {
@@ -567,16 +604,13 @@ impl Ctx {
     /// for every fd on the update list.
     fn apply_updates(&mut self, spare: &mut Vec<RawFd>) {
         std::mem::swap(&mut self.fds.updates, spare);
-        let trigger = match self.strategy {
-            Strategy::Level => Trigger::Level,
-            Strategy::Edge => Trigger::Edge,
-        };
         for &fd in spare.iter() {
             let Some(e) = self.fds.get_mut(fd) else { continue };
             if !e.queued {
                 continue;
             }
             e.queued = false;
+            let trigger = trigger_of(self.strategy, self.stream_trigger, e.state);
             // An owner that ignored its last call (no progress) ends the lazy
             // removal of rule 3: what it left READY is no longer polled.
             let lazy = if e.progress { e.polled } else { None };
@@ -662,7 +696,12 @@ impl EventLoop {
             cx: Ctx {
                 poller,
                 strategy,
-                fds: FdTable::new(),
+                stream_trigger: if caps.contains(Capabilities::EDGE | Capabilities::RDHUP) {
+                    Trigger::Edge
+                } else {
+                    Trigger::Level
+                },
+                fds: FdTable::new(strategy),
                 timers: Timers::new(),
                 counters: Counters::default(),
                 errors: HashMap::new(),

@@ -35,6 +35,21 @@
 //!    read or write means the socket was drained at that instant, so it
 //!    clears READY without the extra call that would only return EAGAIN
 //!    ("done").
+//!
+//!    An fd registered with the `STREAM` property (a byte stream, where the
+//!    short-read rule is exact) is registered **edge-triggered** when the
+//!    backend can do it and also reports read hang-ups (epoll, kqueue; not
+//!    compat, whose `polling` reports no RDHUP: an end of input that came
+//!    in before a short read would never be reported again), with the
+//!    same polled set. The
+//!    kernel's level re-report adds nothing the READY bits do not already
+//!    say, and it costs: a level-triggered epoll keeps every fd it reported
+//!    on its ready list and polls it again at the next wait, to find it
+//!    empty. Any other fd stays level-triggered, so when a short read did
+//!    not drain it (a datagram socket, a terminal), the kernel reports it
+//!    again and nothing is lost. A direction that becomes polled again is
+//!    (re-)added or modified, and both re-check readiness in the kernel, so
+//!    readiness that arrived while it was not polled is reported.
 //! 4. **Edge strategy.** Both directions are registered once, when the fd is
 //!    added, and never changed. READY is set by events and cleared only by
 //!    EAGAIN, or by a shutdown report: a short read proves nothing, unless a
@@ -75,6 +90,14 @@ bitflags::bitflags! {
         const SEEN_RDHUP = 1 << 7;
         /// The poller reported that both directions are closed (sticky).
         const SEEN_HUP = 1 << 8;
+        /// Set by the owner at registration: the fd is a byte stream (a
+        /// TCP or Unix stream socket, a pipe), so a short read or write
+        /// proves it drained or full at that instant. The level strategy
+        /// then registers it edge-triggered where the backend can (rule 3).
+        /// Never set it on a datagram socket, a listener or a terminal: a
+        /// short read there proves nothing, and only level triggering would
+        /// report the rest.
+        const STREAM = 1 << 9;
     }
 }
 
@@ -191,19 +214,20 @@ pub fn on_event(state: FdState, ready: Ready) -> FdState {
 }
 
 /// The fd table, indexed by fd number, with its update and run lists.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FdTable {
     entries: Vec<Option<FdEntry>>,
     next_gen: u32,
+    strategy: Strategy,
     pub(crate) updates: Vec<RawFd>,
     pub(crate) spec: Vec<RawFd>,
     count: usize,
 }
 
 impl FdTable {
-    /// An empty table.
-    pub fn new() -> FdTable {
-        FdTable { next_gen: 1, ..FdTable::default() }
+    /// An empty table for a loop with `strategy`.
+    pub fn new(strategy: Strategy) -> FdTable {
+        FdTable { entries: Vec::new(), next_gen: 1, strategy, updates: Vec::new(), spec: Vec::new(), count: 0 }
     }
 
     /// Adds `fd` with `state`, a fresh generation, and queues it for update.
@@ -275,15 +299,29 @@ impl FdTable {
         }
     }
 
-    /// Changes the state of `fd`: sets `set`, clears `clear`. A change
-    /// queues the fd for update and counts as progress.
-    pub fn change(&mut self, fd: RawFd, set: FdState, clear: FdState) {
-        let Some(e) = self.get_mut(fd) else { return };
+    /// Changes the state of `fd`: sets `set`, clears `clear`; with
+    /// `progress`, records progress even when the state does not change.
+    /// A change counts as progress, and queues the fd for update only if it
+    /// alters what the kernel must watch (so the common "event, then a
+    /// short read" costs the update list nothing). A direction left
+    /// runnable is scheduled for a speculative call. One lookup in all.
+    pub fn change(&mut self, fd: RawFd, set: FdState, clear: FdState, progress: bool) {
+        let strategy = self.strategy;
+        let Some(e) = self.entries.get_mut(fd as usize).and_then(Option::as_mut) else { return };
         let new = (e.state | set) - clear;
+        e.progress |= progress;
         if new != e.state {
             e.state = new;
             e.progress = true;
-            self.queue(fd);
+            let want = wanted(new, e.polled, strategy);
+            if !e.queued && want != e.polled.unwrap_or(Interest::empty()) {
+                e.queued = true;
+                self.updates.push(fd);
+            }
+        }
+        if !e.spec && !e.runnable().is_empty() {
+            e.spec = true;
+            self.spec.push(fd);
         }
     }
 
@@ -346,11 +384,29 @@ mod tests {
     }
 
     #[test]
+    fn a_change_queues_only_what_the_kernel_must_hear() {
+        let mut t = FdTable::new(Strategy::Level);
+        t.insert(4, 0, RA);
+        t.updates.clear();
+        let e = t.get_mut(4).unwrap();
+        e.queued = false;
+        e.polled = Some(Interest::READ);
+        e.state |= RR; // an event
+                       // A short read clears READY: still polled (lazy), so no update.
+        t.change(4, FdState::empty(), RR, true);
+        assert!(t.updates.is_empty());
+        assert!(t.get(4).unwrap().progress);
+        // Stopping the direction must reach the kernel.
+        t.change(4, FdState::empty(), RA, false);
+        assert_eq!(t.updates, vec![4]);
+    }
+
+    #[test]
     fn toggling_queues_once_and_generations_differ() {
-        let mut t = FdTable::new();
+        let mut t = FdTable::new(Strategy::Level);
         let g1 = t.insert(4, 0, FdState::empty());
-        t.change(4, RA, FdState::empty());
-        t.change(4, FdState::empty(), RA);
+        t.change(4, RA, FdState::empty(), false);
+        t.change(4, FdState::empty(), RA, false);
         assert_eq!(t.updates, vec![4]);
         let g2 = t.insert(4, 0, FdState::empty());
         assert_ne!(g1, g2);

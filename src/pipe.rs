@@ -23,16 +23,25 @@ pub struct Pipe {
 
 impl Pipe {
     /// A new non-blocking, close-on-exec pipe.
+    /// On Linux and Android (where splice exists) it is one `pipe2` call;
+    /// elsewhere `pipe` and the flags set after.
     pub fn new() -> io::Result<Pipe> {
         let mut fds = [0; 2];
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        // SAFETY: `fds` has room for the two fds pipe2() writes.
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
         // SAFETY: `fds` has room for the two fds pipe() writes.
-        if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+        let r = unsafe { libc::pipe(fds.as_mut_ptr()) };
+        if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: pipe() succeeded; both fds are new and ours alone.
+        // SAFETY: the call succeeded; both fds are new and ours alone.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        crate::sys::set_nonblock_cloexec(fds[0])?;
-        crate::sys::set_nonblock_cloexec(fds[1])?;
+        if cfg!(not(any(target_os = "linux", target_os = "android"))) {
+            crate::sys::set_nonblock_cloexec(fds[0])?;
+            crate::sys::set_nonblock_cloexec(fds[1])?;
+        }
         Ok(Pipe { read, write, data: 0 })
     }
     /// The end splice reads from.

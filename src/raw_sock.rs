@@ -252,12 +252,15 @@ pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
                 if n < want {
                     // Short. With RDHUP reported it proves nothing (the
                     // kernel may stop at the FIN): splice again. Without,
-                    // the socket held less than asked: drained, as after a
-                    // short recv (level: no EAGAIN splice to learn it).
+                    // the socket most likely held less than asked; but a
+                    // splice also stops when the pipe's slots are full
+                    // (many small segments), so it is not proof: drained
+                    // only where a level-triggered kernel would say
+                    // otherwise (no EAGAIN splice to learn it there).
                     if cx.state(fd).is_some_and(|s| s.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP)) {
                         continue;
                     }
-                    cx.done_recv(fd);
+                    cx.done_recv_unproven(fd);
                     break;
                 }
             }

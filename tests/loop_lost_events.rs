@@ -243,10 +243,14 @@ fn run(c: Combo, base: u64, seed: u64) -> Summary {
         let total = rng.range(32 * 1024, 192 * 1024) as u64;
         let (rx_fd, tx_fd) = (rx.as_raw_fd(), tx.as_raw_fd());
         // Half the readers start READY: a recv is tried before any poll.
+        // Half the streams are declared byte streams (`STREAM`): under the
+        // level strategy they are then registered edge-triggered where the
+        // backend can, and only the READY bits keep them from stalling.
+        let kind = if rng.one_in(2) { FdState::STREAM } else { FdState::empty() };
         let start = if rng.one_in(2) { FdState::RECV_ACTIVE } else { FdState::RECV_ACTIVE | FdState::RECV_READY };
-        el.cx().register(rx_fd, id * 2, start).unwrap();
+        el.cx().register(rx_fd, id * 2, start | kind).unwrap();
         let tx = if in_loop {
-            el.cx().register(tx_fd, id * 2 + 1, FdState::SEND_ACTIVE | FdState::SEND_READY).unwrap();
+            el.cx().register(tx_fd, id * 2 + 1, FdState::SEND_ACTIVE | FdState::SEND_READY | kind).unwrap();
             Some(tx)
         } else {
             outside.push((id, total, tx));

@@ -351,6 +351,55 @@ fn personality_splice_short_with_rdhup() {
 }
 
 // ---------------------------------------------------------------------------
+// A splice that stops because the pipe's slots are full is short, yet the
+// socket still holds bytes. On an edge-triggered registration (a STREAM fd
+// under the level strategy, on epoll or kqueue) nothing will report them
+// again: had the short splice cleared READY, the transfer would stall here,
+// since the client sends nothing more until it has its answer.
+
+#[test]
+fn personality_splice_short_at_full_pipe_slots_is_not_drained() {
+    let p = pairs();
+    let (ffd, bfd) = (p.front.as_raw_fd(), p.back.as_raw_fd());
+    // 1000-byte skbs: the pipe's 16 slots take 16,000 bytes, so the first
+    // splice is short with 44,000 bytes still queued, and no FIN.
+    let up = pattern(33, 60_000);
+    let down = pattern(34, 100);
+    let mut client = p.client;
+    for c in up.chunks(1000) {
+        client.write_all(c).unwrap();
+    }
+    wait_pending(ffd, up.len(), SECS);
+    let mut el = rdhup_loop();
+    let caps = el.cx().capabilities();
+    let edge = caps.contains(Capabilities::EDGE | Capabilities::RDHUP);
+    let mut rig = StreamRig::new(el.cx(), conn(p.front), conn(p.back), SpliceMode::Always, Scripted::new());
+    let mut sp = Peer::new(down.clone(), PeerEnd::Close);
+    sp.read_first = up.len();
+    let server = sp.spawn(p.server);
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut client, &mut got).unwrap();
+        got
+    });
+    let spent = drive(&mut el, &mut rig, SECS, |r| r.ended());
+    assert_bytes("up", &server.join().unwrap(), &up);
+    assert_bytes("down", &reader.join().unwrap(), &down);
+    finished(&rig);
+    let from: Vec<_> = rig.ops.log().iter().filter(|c| c.op == Op::Splice && c.fd == ffd).cloned().collect();
+    let first = from.first().expect("spliced from the front");
+    assert!(matches!(first.result, Ok(n) if n < up.len()), "the first splice is short: {first:?}");
+    assert!(splices_to(&rig.ops, bfd) > 0);
+    println!(
+        "{} on {}: {} splices from the front, first {:?}; {spent}",
+        if edge { "edge-registered" } else { "level-registered" },
+        el.cx().backend(),
+        from.len(),
+        first.result
+    );
+}
+
+// ---------------------------------------------------------------------------
 // An event that splice does not consume (all): recv must consume it.
 //
 // Real case: TCP urgent data. splice (tcp_read_sock) stops at the urgent
