@@ -191,3 +191,263 @@ fn maxconn_holds_over_two_threads() {
     assert_eq!(t.accepted, n as u64, "every client was served in the end");
     assert_eq!(server.served.load(std::sync::atomic::Ordering::SeqCst), n);
 }
+
+// ----- memory: backpressure, not buffering -----
+
+const CONNS: usize = 50;
+const BUFSIZE: usize = 64 * 1024;
+
+/// Which side pushes and which one never reads.
+#[derive(Debug, Clone, Copy)]
+enum Push {
+    /// Clients push; the server never reads.
+    Up,
+    /// The server pushes; clients never read.
+    Down,
+}
+
+/// Writes 64 KiB chunks to every socket until none takes more for
+/// 500 ms (at most 6 s); returns the bytes written.
+fn push_until_stalled(socks: &mut [TcpStream]) -> u64 {
+    let chunk = vec![0x5au8; 64 * 1024];
+    for s in socks.iter() {
+        s.set_nonblocking(true).expect("nonblocking");
+    }
+    let start = std::time::Instant::now();
+    let mut last_progress = start;
+    let mut total = 0u64;
+    while last_progress.elapsed() < Duration::from_millis(500) {
+        assert!(start.elapsed() < Duration::from_secs(6), "never stalled: {total} bytes pushed, no backpressure");
+        for s in socks.iter_mut() {
+            loop {
+                match s.write(&chunk) {
+                    Ok(n) => {
+                        total += n as u64;
+                        last_progress = std::time::Instant::now();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("push: {e}"),
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    total
+}
+
+/// Reads and splices the relay made so far, from its stats page.
+fn relay_reads(stats: std::net::SocketAddr) -> u64 {
+    let page = fetch_stats(stats);
+    stat(&page, "syscalls_read").expect("syscalls_read") + stat(&page, "syscalls_splice").expect("syscalls_splice")
+}
+
+/// CONNS connections, one side pushing as fast as it can, the other never
+/// reading. The relay's RSS must stay under
+/// `rss at start + CONNS × 2 × bufsize + 4 MiB`: at most one buffer per
+/// direction per connection (a pipe instead when splicing, which is kernel
+/// memory, not RSS), plus slack for the allocator and per-connection
+/// state. And it must stop reading (no read or splice calls while stalled)
+/// and sleep (no CPU).
+fn bounded_memory(push: Push, splice: &str) {
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hold = release.clone();
+    // Connections the server side pushes into (Push::Down), or holds unread.
+    let (tx, rx) = std::sync::mpsc::channel::<TcpStream>();
+    let tx = std::sync::Mutex::new(tx);
+    let server = Backend::spawn(v4(), move |s| {
+        let _ = tx.lock().expect("tx").send(s);
+        while !hold.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let s = server.addr.to_string();
+    let bufsize = BUFSIZE.to_string();
+    let p = Proc::spawn(&[
+        "relay",
+        "--listen",
+        L,
+        "--server",
+        &s,
+        "--bufsize",
+        &bufsize,
+        "--splice",
+        splice,
+        "--stats",
+        "0",
+    ]);
+    let (addrs, stats) = p.wait_listening();
+    let stats = stats.expect("stats address");
+    let mut clients: Vec<TcpStream> = (0..CONNS).map(|_| connect(addrs[0])).collect();
+    let mut servers: Vec<TcpStream> = (0..CONNS)
+        .map(|_| rx.recv_timeout(Duration::from_secs(5)).expect("the relay connects to the server"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let rss0 = rss_kib(p.pid()).expect("VmRSS");
+
+    let pushed = match push {
+        Push::Up => push_until_stalled(&mut clients),
+        Push::Down => push_until_stalled(&mut servers),
+    };
+    let reads0 = relay_reads(stats);
+    let cpu0 = cpu_ticks(p.pid()).expect("cpu");
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = cpu_ticks(p.pid()).expect("cpu") - cpu0;
+    let reads = relay_reads(stats) - reads0;
+    let rss = rss_kib(p.pid()).expect("VmRSS");
+    let bound = rss0 + (CONNS * 2 * BUFSIZE / 1024) as u64 + 4096;
+    println!(
+        "{push:?} splice={splice}: pushed {} MiB in all ({} KiB per connection); RSS {rss0} KiB → {rss} KiB \
+         (bound {bound} KiB); {reads} reads/splices and {cpu} CPU ticks over 1 s stalled",
+        pushed >> 20,
+        pushed / 1024 / CONNS as u64
+    );
+    assert!(rss <= bound, "RSS {rss} KiB over the bound {bound} KiB ({push:?}, splice {splice})");
+    assert_eq!(reads, 0, "the relay keeps reading while its consumer is stalled ({push:?}, splice {splice})");
+    assert!(cpu <= 5, "{cpu} CPU ticks in 1 s while stalled");
+    assert!(!p.log_text().contains("not delivered"), "{}", p.log_text());
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(clients);
+    drop(servers);
+}
+
+#[test]
+fn memory_is_bounded_by_backpressure_without_splice() {
+    bounded_memory(Push::Up, "never");
+    bounded_memory(Push::Down, "never");
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn memory_is_bounded_by_backpressure_with_splice() {
+    bounded_memory(Push::Up, "always");
+    bounded_memory(Push::Down, "always");
+}
+
+// ----- a timeout for every phase -----
+//
+// Connect, client idle and server idle: tests/relay_timeouts.rs. The
+// grace period: tests/relay_cli.rs. Stats clients: tests/relay_security.rs.
+// Here: half-closed connections, a stalled transfer, health checks.
+
+const T: Duration = Duration::from_millis(600);
+
+fn assert_fired(what: &str, took: Duration) {
+    assert!(took >= T.mul_f64(0.95), "{what} fired early: after {took:?}, timeout {T:?}");
+    assert!(took <= T * 3 + Duration::from_secs(1), "{what} fired late: after {took:?}, timeout {T:?}");
+    println!("{what}: closed after {took:?} (timeout {T:?})");
+}
+
+/// The client sends, then half-closes and goes silent; the server, silent
+/// too, keeps its side open: the idle timeouts still close both.
+#[test]
+fn a_half_closed_client_with_a_silent_server_times_out() {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hold = done.clone();
+    let server = Backend::spawn(v4(), move |mut s| {
+        let _ = std::io::copy(&mut s, &mut std::io::sink());
+        // EOF seen; hold the socket open, silent, until the test ends.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while !hold.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(s);
+    });
+    let mut cfg = config(&[server.addr]);
+    cfg.timeout_client = T;
+    cfg.timeout_server = T;
+    let relay = Relay::start(cfg);
+    let mut c = connect(relay.addr);
+    c.write_all(b"request").expect("send");
+    c.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let t0 = std::time::Instant::now();
+    let (_, got) = read_until_closed(&mut c, T * 3 + Duration::from_secs(2)).expect("closed by a timeout");
+    assert!(got.is_empty());
+    assert_fired("half-closed client, silent server", t0.elapsed());
+    let t = relay.totals_until(Duration::from_secs(2), |t| t.aborted >= 1);
+    assert_eq!(t.aborted, 1, "counted as aborted");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The server answers, then half-closes and goes silent; the client got
+/// the EOF but keeps its side open and says nothing: the idle timeouts
+/// close the server side too (seen by the server).
+#[test]
+fn a_half_closed_server_with_a_silent_client_times_out() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let server = Backend::spawn(v4(), move |mut s| {
+        let _ = s.write_all(b"hello");
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let t0 = std::time::Instant::now();
+        // Returns when the relay closes its side (EOF or reset).
+        let _ = s.read(&mut [0u8; 1]);
+        let _ = tx.lock().expect("tx").send(t0.elapsed());
+    });
+    let mut cfg = config(&[server.addr]);
+    cfg.timeout_client = T;
+    cfg.timeout_server = T;
+    let relay = Relay::start(cfg);
+    let mut c = connect(relay.addr);
+    let mut got = [0u8; 5];
+    c.read_exact(&mut got).expect("hello");
+    let took = rx.recv_timeout(T * 3 + Duration::from_secs(2)).expect("the relay closes the server side");
+    assert_fired("half-closed server, silent client", took);
+    drop(c);
+}
+
+/// A transfer stalled by a client that stops reading (every buffer full):
+/// nothing moves, so the client timeout ends it and the loss is counted.
+#[test]
+fn a_stalled_transfer_times_out() {
+    let server = Backend::spawn(v4(), |mut s| {
+        let chunk = vec![0x11u8; 64 * 1024];
+        while s.write_all(&chunk).is_ok() {}
+    });
+    let mut cfg = config(&[server.addr]);
+    cfg.timeout_client = T;
+    cfg.timeout_server = Duration::from_secs(30);
+    let relay = Relay::start(cfg);
+    let t0 = std::time::Instant::now();
+    let c = connect(relay.addr);
+    let active = || relay.shared().active.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(wait_until(Duration::from_secs(2), || active() == 1), "the stream starts");
+    assert!(
+        wait_until(T * 3 + Duration::from_secs(2), || active() == 0),
+        "the stalled transfer is still open after {:?}",
+        t0.elapsed()
+    );
+    // Stalled at once: the last byte moved right after the connect.
+    assert_fired("stalled transfer", t0.elapsed());
+    let t = relay.totals_until(Duration::from_secs(2), |t| t.aborted >= 1);
+    assert_eq!(t.aborted, 1, "counted as aborted");
+    drop(c);
+}
+
+/// An HTTP check to a server that accepts and never answers times out;
+/// the server goes down, and no check connection is left open.
+#[test]
+fn a_health_check_that_gets_no_answer_times_out() {
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let count = open.clone();
+    let server = Backend::spawn(v4(), move |mut s| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Read the request and everything after, answer nothing.
+        let _ = std::io::copy(&mut s, &mut std::io::sink());
+        count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let mut cfg = config(&[server.addr]);
+    cfg.check = anypoll::relay::config::CheckKind::Http("/health".into());
+    cfg.check_interval = Duration::from_millis(300);
+    cfg.fall = 2;
+    let relay = Relay::start(cfg);
+    let t0 = std::time::Instant::now();
+    assert!(wait_until(Duration::from_secs(4), || !relay.server_up(0)), "the silent server is still up");
+    println!("silent server down after {:?} (interval 300 ms, check timeout 300 ms, fall 2)", t0.elapsed());
+    assert!(t0.elapsed() >= Duration::from_millis(500), "down after {:?}: before two timeouts", t0.elapsed());
+    let failed = relay.shared().servers[0].failed.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(failed >= 2, "{failed} checks failed");
+    // Each timed-out check was closed: at most the current one is open.
+    std::thread::sleep(Duration::from_millis(100));
+    let n = open.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n <= 1, "{n} check connections left open");
+}
