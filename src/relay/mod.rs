@@ -387,8 +387,10 @@ impl Worker {
         if self.id == 0 && self.shared.cfg.check != CheckKind::None {
             for i in 0..self.checks.len() {
                 // Spread the first checks over the interval.
+                // Divided first: interval × i overflows a Duration for a
+                // huge interval (u64::MAX ms) and a thousand servers.
                 let n = self.checks.len() as u32;
-                let at = self.shared.cfg.check_interval * i as u32 / n.max(1);
+                let at = self.shared.cfg.check_interval / n.max(1) * i as u32;
                 cx.add_timer(at, owner(T_CHECK_START, i) as u64);
             }
         }
