@@ -637,13 +637,18 @@ impl Worker {
                 self.stats.aborted += 1;
                 log::warn!("client {}: connect to server {server} failed: {err}; {lost} B not delivered", e.peer);
             }
+            // Bytes dropped are a warning (seen at the default level); an
+            // abort that lost nothing (a client gone between requests) is
+            // information.
             Outcome::FrontError(err) => {
                 self.stats.aborted += 1;
-                log::info!("client {} ↔ server {server}: client side: {err}; {lost} B not delivered", e.peer);
+                let level = if lost > 0 { log::Level::Warn } else { log::Level::Info };
+                log::log!(level, "client {} ↔ server {server}: client side: {err}; {lost} B not delivered", e.peer);
             }
             Outcome::BackError(err) => {
                 self.stats.aborted += 1;
-                log::info!("client {} ↔ server {server}: server side: {err}; {lost} B not delivered", e.peer);
+                let level = if lost > 0 { log::Level::Warn } else { log::Level::Info };
+                log::log!(level, "client {} ↔ server {server}: server side: {err}; {lost} B not delivered", e.peer);
             }
         }
         if let Some(t) = e.timer.take() {
