@@ -213,6 +213,22 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// The largest config file read: far beyond any real one, and a path to
+/// something endless (`/dev/zero`, a FIFO fed forever) is refused rather
+/// than read into memory without end.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+fn read_config(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!("larger than {MAX_CONFIG_BYTES} bytes"));
+    }
+    Ok(text)
+}
+
 /// Resolves `host:port` (IPv6 as `[::1]:port`).
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -261,7 +277,7 @@ impl RelayConfig {
     pub fn from_args(args: &RelayArgs, poller_flag: Option<&str>) -> Result<RelayConfig, String> {
         let mut cfg = RelayConfig::default();
         if let Some(path) = &args.config {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+            let text = read_config(path).map_err(|e| format!("config {}: {e}", path.display()))?;
             cfg.apply_file(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
         }
         let dur = |key: &str, v: &Option<String>, out: &mut Duration| -> Result<(), String> {

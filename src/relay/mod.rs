@@ -40,7 +40,7 @@ use anypoll_backends::registry;
 
 use crate::connection::{ConnectStatus, Connection};
 use crate::counters::Counters;
-use crate::listener::{accept_batch, bind};
+use crate::listener::{accept_batch, bind, BatchEnd, EMFILE_PAUSE};
 use crate::sockops::Real;
 use crate::stream::{Outcome, Phase, Pools, Stream};
 use crate::timer::TimerId;
@@ -268,6 +268,9 @@ struct Worker {
     stats: WorkerStats,
     checks: Vec<CheckState>,
     paused: bool,
+    /// One fd held for the next connection's server socket (see
+    /// [`Worker::accept`]).
+    spare: Option<std::os::unix::net::UnixDatagram>,
     stopping: bool,
     pending_signals: VecDeque<libc::c_int>,
 }
@@ -350,6 +353,7 @@ pub fn start(cfg: RelayConfig, signals: bool) -> io::Result<RelayHandle> {
                 stats: WorkerStats::default(),
                 checks,
                 paused: false,
+                spare: None,
                 stopping: false,
                 pending_signals: VecDeque::new(),
             };
@@ -371,6 +375,9 @@ impl CheckState {
 
 impl Worker {
     fn setup(&mut self, cx: &mut Ctx) -> io::Result<()> {
+        if !self.listeners.is_empty() {
+            self.spare = Some(spare_fd()?);
+        }
         for (i, l) in self.listeners.iter().enumerate() {
             cx.register(l.as_raw_fd(), owner(LISTENER, i), FdState::RECV_ACTIVE | FdState::RECV_READY)?;
         }
@@ -380,8 +387,10 @@ impl Worker {
         if self.id == 0 && self.shared.cfg.check != CheckKind::None {
             for i in 0..self.checks.len() {
                 // Spread the first checks over the interval.
+                // Divided first: interval × i overflows a Duration for a
+                // huge interval (u64::MAX ms) and a thousand servers.
                 let n = self.checks.len() as u32;
-                let at = self.shared.cfg.check_interval * i as u32 / n.max(1);
+                let at = self.shared.cfg.check_interval / n.max(1) * i as u32;
                 cx.add_timer(at, owner(T_CHECK_START, i) as u64);
             }
         }
@@ -409,28 +418,72 @@ impl Worker {
         None
     }
 
+    /// Accepts up to `maxaccept` clients from listener `fd`, one at a time.
+    ///
+    /// Each client needs a slot under `maxconn` and a second fd for its
+    /// server, and both are taken before the client is:
+    ///
+    /// * the slot is reserved in the shared count with a compare-and-swap
+    ///   (with several threads, a load then an add would let two threads
+    ///   take the last slot each);
+    /// * the server's fd is held in advance as a spare fd, closed just
+    ///   before the server socket is made. Out of fds, the spare cannot be
+    ///   had again, so the next client stays queued in the kernel and the
+    ///   listener pauses, rather than a client being accepted, then closed
+    ///   because its server socket failed with EMFILE.
     fn accept(&mut self, cx: &mut Ctx, fd: RawFd) {
-        let max = self.shared.cfg.maxaccept;
-        let shared = self.shared.clone();
-        let mut accepted = Vec::new();
-        let room = shared.cfg.maxconn.saturating_sub(shared.active.load(Ordering::Relaxed));
-        accept_batch(cx, fd, max.min(room), |_, sock, peer| accepted.push((sock, peer)));
-        for (sock, peer) in accepted {
-            self.stats.accepted += 1;
-            self.open(cx, sock, peer);
-        }
-        if shared.active.load(Ordering::Relaxed) >= shared.cfg.maxconn {
-            self.pause_listeners(cx);
+        for _ in 0..self.shared.cfg.maxaccept.max(1) {
+            if !self.reserve_slot() {
+                self.pause_listeners(cx);
+                return;
+            }
+            if self.spare.is_none() {
+                match spare_fd() {
+                    Ok(f) => self.spare = Some(f),
+                    Err(e) => {
+                        self.release_slot();
+                        out_of_fds(cx, fd, &e);
+                        return;
+                    }
+                }
+            }
+            let mut got = None;
+            let (_, end) = accept_batch(cx, fd, 1, |_, sock, peer| got = Some((sock, peer)));
+            match got {
+                Some((sock, peer)) => {
+                    self.stats.accepted += 1;
+                    // Its fd number goes to the server socket.
+                    self.spare = None;
+                    self.open(cx, sock, peer);
+                }
+                None => self.release_slot(),
+            }
+            if end != BatchEnd::Budget {
+                return;
+            }
         }
     }
 
+    /// Takes one connection slot under `maxconn`; false when all are taken.
+    fn reserve_slot(&self) -> bool {
+        let max = self.shared.cfg.maxconn;
+        self.shared.active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| (a < max).then_some(a + 1)).is_ok()
+    }
+
+    fn release_slot(&self) {
+        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
     fn pause_listeners(&mut self, cx: &mut Ctx) {
+        // Always stop polling, even if already paused: an EMFILE pause that
+        // ends meanwhile re-enables the listeners, and a listener polled
+        // with no slot to fill would be reported ready again and again.
+        for l in &self.listeners {
+            cx.stop_recv(l.as_raw_fd());
+        }
         if !self.paused {
             self.paused = true;
             log::info!("maxconn {} reached: accepting paused", self.shared.cfg.maxconn);
-            for l in &self.listeners {
-                cx.stop_recv(l.as_raw_fd());
-            }
             // Other threads free connections too: look again soon.
             cx.add_timer(Duration::from_millis(50), owner(T_MAXCONN, 0) as u64);
         }
@@ -447,8 +500,11 @@ impl Worker {
         }
     }
 
+    /// Starts the stream of an accepted client, whose slot is reserved
+    /// (and released here if the stream does not start).
     fn open(&mut self, cx: &mut Ctx, sock: OwnedFd, peer: SocketAddr) {
         let Some(server) = self.pick_server(None) else {
+            self.release_slot();
             self.stats.no_server += 1;
             log::warn!("client {peer}: closed at once, no server is up");
             drop(sock);
@@ -463,6 +519,7 @@ impl Worker {
             log::warn!("client {peer}: cannot register: {e}");
             front.force_close(cx);
             self.free.push(slot);
+            self.release_slot();
             return;
         }
         front.xprt_init();
@@ -472,10 +529,10 @@ impl Worker {
                 log::warn!("client {peer}: connect to server {}: {e}", self.shared.servers[server].addr);
                 front.force_close(cx);
                 self.free.push(slot);
+                self.release_slot();
                 return;
             }
         };
-        self.shared.active.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let stream = Stream::new(front, back, self.shared.cfg.splice);
         let timer = cx.add_timer(self.shared.cfg.timeout_connect, owner(T_STREAM, slot) as u64);
@@ -580,13 +637,18 @@ impl Worker {
                 self.stats.aborted += 1;
                 log::warn!("client {}: connect to server {server} failed: {err}; {lost} B not delivered", e.peer);
             }
+            // Bytes dropped are a warning (seen at the default level); an
+            // abort that lost nothing (a client gone between requests) is
+            // information.
             Outcome::FrontError(err) => {
                 self.stats.aborted += 1;
-                log::info!("client {} ↔ server {server}: client side: {err}; {lost} B not delivered", e.peer);
+                let level = if lost > 0 { log::Level::Warn } else { log::Level::Info };
+                log::log!(level, "client {} ↔ server {server}: client side: {err}; {lost} B not delivered", e.peer);
             }
             Outcome::BackError(err) => {
                 self.stats.aborted += 1;
-                log::info!("client {} ↔ server {server}: server side: {err}; {lost} B not delivered", e.peer);
+                let level = if lost > 0 { log::Level::Warn } else { log::Level::Info };
+                log::log!(level, "client {} ↔ server {server}: server side: {err}; {lost} B not delivered", e.peer);
             }
         }
         if let Some(t) = e.timer.take() {
@@ -594,7 +656,7 @@ impl Worker {
         }
         e.stream.close(cx, &mut self.pools);
         self.free.push(slot);
-        self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        self.release_slot();
         self.maybe_resume(cx);
         if self.stopping && self.live() == 0 {
             cx.stop();
@@ -648,6 +710,9 @@ impl Worker {
         let addr = self.shared.servers[i].addr;
         let mut conn = match Connection::connect(addr) {
             Ok(c) => c,
+            // Out of fds says nothing of the server: marking it down would
+            // turn clients away once fds are back. Skip this check.
+            Err(e) if is_out_of_fds(&e) => return log::debug!("server {addr}: check skipped: {e}"),
             Err(e) => return self.check_done(cx, i, CheckResult::Failed(e.to_string())),
         };
         if let Err(e) = conn.ctrl_init(cx, owner(CHECK, i), FdState::SEND_ACTIVE | FdState::RECV_ACTIVE) {
@@ -793,6 +858,28 @@ impl Worker {
             cx.add_timer(self.shared.cfg.grace, owner(T_GRACE, 0) as u64);
         }
     }
+}
+
+/// An fd to hold in reserve: an unbound Unix datagram socket (close-on-exec;
+/// no file system path needed, so it works in a chroot too).
+fn spare_fd() -> io::Result<std::os::unix::net::UnixDatagram> {
+    std::os::unix::net::UnixDatagram::unbound()
+}
+
+/// Whether `e` says the process or the system is out of fds.
+fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// No fd to spare for a client's server: the listener rests for
+/// [`EMFILE_PAUSE`], as when accept itself finds no fd, with one warning
+/// per episode (an accept that works ends it).
+fn out_of_fds(cx: &mut Ctx, fd: RawFd, e: &io::Error) {
+    if !cx.emfile_logged {
+        log::warn!("listener fd {fd}: no fd for a server connection ({e}); pausing accepts for {EMFILE_PAUSE:?}");
+        cx.emfile_logged = true;
+    }
+    cx.pause_recv(fd, EMFILE_PAUSE);
 }
 
 impl Handler for Worker {

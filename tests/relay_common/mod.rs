@@ -523,16 +523,22 @@ pub struct Proc {
 impl Proc {
     /// Runs `anypoll ARGS` with a clean environment for the relay knobs.
     pub fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_anypoll"))
-            .args(args)
+        Proc::spawn_with(args, |_| {})
+    }
+
+    /// As [`Proc::spawn`], letting `setup` change the command first (an
+    /// environment variable, a resource limit in `pre_exec`).
+    pub fn spawn_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_anypoll"));
+        cmd.args(args)
             .env_remove("RUST_LOG")
             .env_remove("ANYPOLL_POLLER")
             .env_remove("ANYPOLL_NO_SPLICE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run anypoll");
+            .stderr(Stdio::piped());
+        setup(&mut cmd);
+        let mut child = cmd.spawn().expect("run anypoll");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -578,6 +584,16 @@ impl Proc {
         (addrs, stats)
     }
 
+    /// Stderr lines so far that contain `needle`.
+    pub fn count_lines(&self, needle: &str) -> usize {
+        self.log.lock().expect("log").iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// The whole of stderr so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
     /// Sends `sig` to the child.
     pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill(2) on the pid of our own child, which has not been
@@ -621,4 +637,70 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
+}
+
+// ----- a process seen from /proc -----
+
+/// The CPU time (user + system) of `pid` so far, in clock ticks, from
+/// `/proc/PID/stat` (fields 14 and 15). `None` off Linux or if it is gone.
+pub fn cpu_ticks(pid: libc::pid_t) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces:
+    // count the fields after its closing parenthesis (field 3 first).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The resident set size of `pid`, in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The fds `pid` has open below `limit` (entries of `/proc/PID/fd`).
+/// RLIMIT_NOFILE bounds fd numbers, not their count, and a child may
+/// inherit fds numbered above its limit (a jobserver pipe, say): those take
+/// no room under it.
+pub fn open_fds_below(pid: libc::pid_t, limit: u64) -> Option<usize> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok()).filter(|&n| n < limit).count())
+}
+
+/// Makes `cmd`'s child run with at most `n` fds (RLIMIT_NOFILE, soft and
+/// hard).
+pub fn limit_fds(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    let lim = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed: it makes one setrlimit(2)
+    // call on a value captured by copy, allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Closes `s` with a reset (SO_LINGER on, 0 s): the peer gets RST, not FIN.
+pub fn reset(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let lin = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt on a socket we own, with a live linger struct
+    // and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&lin as *const libc::linger).cast(),
+            std::mem::size_of_val(&lin) as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_LINGER: {}", io::Error::last_os_error());
+    drop(s);
 }
