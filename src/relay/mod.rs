@@ -957,6 +957,22 @@ impl Handler for Worker {
     }
 }
 
+/// A panic in any relay thread ends the process with status 70
+/// (EX_SOFTWARE), after the usual panic message and an error log line.
+/// Without this, a panic would end only its thread: if that were thread 0,
+/// nothing would answer signals, run the checks or serve the stats any
+/// more, while the other threads went on relaying: a half-dead daemon that
+/// a supervisor cannot see. Only the command sets this hook; a program that
+/// embeds the relay with [`start`] keeps its own panic policy.
+fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        log::error!("{}: panic, exiting: {info}", std::thread::current().name().unwrap_or("relay"));
+        std::process::exit(70);
+    }));
+}
+
 /// `anypoll relay`: runs until SIGTERM/SIGINT and the grace period.
 pub fn main(args: &config::RelayArgs, poller: Option<&str>) -> ExitCode {
     let cfg = match RelayConfig::from_args(args, poller) {
@@ -972,6 +988,7 @@ pub fn main(args: &config::RelayArgs, poller: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    exit_on_panic();
     let handle = match start(cfg, true) {
         Ok(h) => h,
         Err(e) => {
