@@ -308,10 +308,14 @@ impl Ctx {
     /// report. For a HUP that proved spurious, such as the one some Ubuntu
     /// 5.4/5.15 kernels report on a connect that succeeded: without this the
     /// fd would never be polled again and its first read would take the
-    /// read-shutdown path. A real hang-up is reported again at the next wait.
+    /// read-shutdown path. A real hang-up is reported again at the next
+    /// wait: the fd is re-registered even if what the kernel watches does
+    /// not change, so that an edge-triggered kernel checks it anew.
     pub fn forget_hangup(&mut self, fd: RawFd) {
         let Some(e) = self.fds.get_mut(fd) else { return };
         e.last.remove(anypoll_backends::Ready::HUP | anypoll_backends::Ready::READ_CLOSED);
+        e.rearm = true;
+        self.fds.queue(fd);
         self.set_state(fd, FdState::empty(), FdState::SEEN_HUP | FdState::SEEN_RDHUP);
     }
 
@@ -477,8 +481,7 @@ impl Ctx {
             self.counters.writes += 1;
             match ops.send(fd, buf, flags) {
                 Ok(0) if !buf.is_empty() => {
-                    self.counters.eagain += 1;
-                    self.cant_send(fd);
+                    self.would_block(fd, FdState::SEND_READY);
                     return Io::WouldBlock;
                 }
                 Ok(n) if n < buf.len() => {
@@ -501,6 +504,29 @@ impl Ctx {
         }
     }
 
+    /// An EAGAIN (or what counts as one) in the direction whose READY bit
+    /// is `ready` (`RECV_READY` or `SEND_READY`): counted, and READY is
+    /// cleared, so the direction is polled. Every I/O path of the loop and
+    /// the transport ends an EAGAIN here.
+    ///
+    /// An EAGAIN also contradicts a hang-up the poller reported for that
+    /// direction: after a real one a recv returns 0 or an error, never
+    /// EAGAIN (nor does a send after a HUP). The report was spurious, so it
+    /// is forgotten ([`forget_hangup`](Ctx::forget_hangup)) and the fd is
+    /// polled again; a real hang-up would be reported again. Without this,
+    /// rule 5 of [`crate::fd`] would leave a spuriously hung-up fd unpolled
+    /// for good.
+    pub fn would_block(&mut self, fd: RawFd, ready: FdState) {
+        self.counters.eagain += 1;
+        let claimed =
+            if ready == FdState::RECV_READY { FdState::SEEN_HUP | FdState::SEEN_RDHUP } else { FdState::SEEN_HUP };
+        if self.state(fd).is_some_and(|s| s.intersects(claimed) && !s.contains(FdState::ERROR)) {
+            log::debug!("fd {fd}: EAGAIN after a reported hang-up: the report was spurious, forgetting it");
+            self.forget_hangup(fd);
+        }
+        self.set_state(fd, FdState::empty(), ready);
+    }
+
     /// The one mapping of an I/O errno to fd state, shared by every I/O
     /// path: EINTR is `None` (retry); EAGAIN (and ENOTCONN while connecting)
     /// clears `ready`; anything else is a hard error.
@@ -510,8 +536,7 @@ impl Ctx {
             return None;
         }
         if e.kind() == io::ErrorKind::WouldBlock || (enotconn_is_eagain && errno == Some(libc::ENOTCONN)) {
-            self.counters.eagain += 1;
-            self.set_state(fd, FdState::empty(), ready);
+            self.would_block(fd, ready);
             return Some(Io::WouldBlock);
         }
         self.hard_error(fd);
@@ -530,8 +555,7 @@ impl Ctx {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.counters.eagain += 1;
-                    self.cant_recv(fd);
+                    self.would_block(fd, FdState::RECV_READY);
                     return Ok(None);
                 }
                 Err(e) => return Err(e),
@@ -616,8 +640,9 @@ impl Ctx {
             let lazy = if e.progress { e.polled } else { None };
             let want = wanted(e.state, lazy, self.strategy);
             let token = Token(pack(fd, e.gen));
+            let rearm = std::mem::take(&mut e.rearm);
             let result = match e.polled {
-                Some(now) if now == want => continue,
+                Some(now) if now == want && !rearm => continue,
                 None if want.is_empty() => continue,
                 None => self.poller.add(fd, token, want, trigger).map(|_| Some(want)),
                 Some(_) if want.is_empty() => self.poller.delete(fd).map(|_| None),

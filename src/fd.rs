@@ -135,6 +135,11 @@ pub struct FdEntry {
     pub(crate) queued: bool,
     /// Whether the fd is on the speculative (run) list.
     pub(crate) spec: bool,
+    /// Set when the kernel must be told again even if what it watches does
+    /// not change: a re-registration makes it check readiness anew (after
+    /// a hang-up report was forgotten, an edge-triggered kernel would
+    /// otherwise never report a real one again).
+    pub(crate) rearm: bool,
     /// Set when the owner made progress (I/O that moved data, or a state
     /// change) during its last call; an owner that did nothing is not
     /// called again until something new happens, so an ignored event
@@ -245,6 +250,7 @@ impl FdTable {
             polled: None,
             queued: false,
             spec: false,
+            rearm: false,
             progress: true,
             last: Ready::empty(),
         };

@@ -4,7 +4,8 @@
 //!
 //! | seen | what raw_sock does |
 //! |---|---|
-//! | recv → EAGAIN | recv not ready; the fd is polled (`cant_recv`) |
+//! | recv → EAGAIN | recv not ready; the fd is polled (`Ctx::would_block`) |
+//! | recv → EAGAIN after HUP/RDHUP was reported | the report was spurious: forgotten, the fd is polled again |
 //! | recv → ENOTCONN while connecting (illumos) | same as EAGAIN |
 //! | send → ENOTCONN while connecting (OpenBSD, FreeBSD) | same as EAGAIN |
 //! | send → EINPROGRESS (Linux TCP fast open) | same as EAGAIN |
@@ -19,8 +20,9 @@
 //! | any activity on a connecting socket | `WAIT_L4_CONN` cleared |
 //! | splice → EBADF / ENOSYS / EINVAL | splice disabled for this connection, bytes continue through recv, nothing lost; counted, logged once |
 //! | splice → EAGAIN while the pipe holds data | `WAIT_ROOM` (pipe full); recv is not polled |
-//! | splice → EAGAIN on an incoming shutdown, splice not yet known to work | one `recv(MSG_PEEK)` to find out |
-//! | splice short with RDHUP | not proof the input is empty: splice again (without RDHUP a short splice means drained, as a short recv does) |
+//! | splice → EAGAIN after HUP/RDHUP was reported | not an answer (some kernels say it at a real shutdown): the fd stays READY and recv decides |
+//! | splice short with RDHUP | not proof the input is empty: splice again |
+//! | splice short without RDHUP | most likely drained, not proof (the pipe's slots may be full): READY cleared only on a level-triggered registration |
 //! | an event splice does not consume (splice says 0, or EAGAIN twice after a readable report) | the fd stays READY and the caller receives with recv, which consumes it |
 //!
 //! Every syscall goes through a [`SockOps`] (generic, so [`Real`](crate::sockops::Real)
@@ -47,10 +49,6 @@ bitflags::bitflags! {
     }
 }
 
-/// Set once a splice moved bytes in this process: from then on an EAGAIN
-/// from splice on a hung-up socket is trusted (the 2.6.25–2.6.27.12 bug is
-/// absent) and no probing recv is made.
-static SPLICE_WORKS: AtomicBool = AtomicBool::new(false);
 /// Logged once per process.
 static SPLICE_FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
 
@@ -237,7 +235,6 @@ pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
                 break;
             }
             Ok(n) => {
-                SPLICE_WORKS.store(true, Ordering::Relaxed);
                 conn.flags.remove(ConnFlags::SPLICE_EMPTY);
                 cx.mark_progress(fd);
                 pipe.data += n;
@@ -266,22 +263,22 @@ pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                cx.counters_mut().eagain += 1;
                 if pipe.data > 0 {
                     // Pipe full: wait for room, do not poll for read.
+                    cx.counters_mut().eagain += 1;
                     conn.flags |= ConnFlags::WAIT_ROOM;
                     break;
                 }
                 let state = cx.state(fd).unwrap_or_default();
-                if state.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP) && !SPLICE_WORKS.load(Ordering::Relaxed) {
-                    // Old kernels return EAGAIN at a shutdown: one recv to know.
-                    let mut probe = [0u8; 1];
-                    cx.counters_mut().reads += 1;
-                    match ops.recv(fd, &mut probe, libc::MSG_PEEK) {
-                        Ok(0) => read0(cx, conn),
-                        Ok(_) => splice_fallback(cx, conn, &std::io::Error::from_raw_os_error(libc::EAGAIN)),
-                        Err(_) => cx.cant_recv(fd),
-                    }
+                if state.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP) {
+                    // After a hang-up report an EAGAIN from splice is not
+                    // an answer: some kernels (2.6.25 to 2.6.27.12) return
+                    // it at a real shutdown, and the report itself may be
+                    // spurious. The fd stays READY and the caller receives
+                    // with recv, which tells: 0 (the end), bytes, or EAGAIN
+                    // (the report was spurious: `Ctx::would_block` forgets
+                    // it and polls again).
+                    cx.counters_mut().eagain += 1;
                 } else if conn.flags.contains(ConnFlags::SPLICE_EMPTY) {
                     // Reported readable again, and splice still takes
                     // nothing: an event splice does not consume (bytes
@@ -290,7 +287,7 @@ pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
                     conn.flags.remove(ConnFlags::SPLICE_EMPTY);
                 } else {
                     conn.flags |= ConnFlags::SPLICE_EMPTY;
-                    cx.cant_recv(fd);
+                    cx.would_block(fd, FdState::RECV_READY);
                 }
                 break;
             }
@@ -328,8 +325,7 @@ pub fn snd_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                cx.counters_mut().eagain += 1;
-                cx.cant_send(fd);
+                cx.would_block(fd, FdState::SEND_READY);
                 break;
             }
             Err(e) if splice_unsupported(&e) => {
