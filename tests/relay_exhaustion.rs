@@ -63,6 +63,7 @@ fn tally(clients: &mut [Client]) -> (usize, usize, usize) {
 
 /// The relay run with at most `limit` fds, `--no-splice` (2 fds per
 /// connection): more clients than fit, then some leave.
+#[cfg(target_os = "linux")]
 fn emfile(limit: u64) {
     let server = EchoServer::start(7, v4());
     let s = server.addr().to_string();

@@ -17,11 +17,13 @@ use relay_common::*;
 const L: &str = "127.0.0.1:0";
 
 /// A port free on 127.0.0.1 a moment ago.
+#[cfg(target_os = "linux")]
 fn free_port() -> u16 {
     TcpListener::bind(v4()).and_then(|l| l.local_addr()).expect("bind").port()
 }
 
 /// How a connect to `addr` went: Ok, or the error kind.
+#[cfg(target_os = "linux")]
 fn try_connect(addr: SocketAddr) -> Result<(), io::ErrorKind> {
     TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop).map_err(|e| e.kind())
 }
@@ -48,6 +50,7 @@ impl Drop for TempFile {
 
 /// Runs the relay with `args` and checks where the stats listen: only
 /// 127.0.0.1 when `loopback_only`, every address otherwise.
+#[cfg(target_os = "linux")]
 fn stats_bind(args: &[&str], port: u16, loopback_only: bool) {
     let p = Proc::spawn(args);
     let (_, stats) = p.wait_listening();
@@ -86,6 +89,7 @@ fn stats_on_a_bare_port_binds_loopback_only() {
 
 /// Writes junk to `s` until it takes no more for 200 ms, it fails, or
 /// `max` bytes went; returns the bytes written.
+#[cfg(target_os = "linux")]
 fn junk(s: &mut TcpStream, max: usize) -> usize {
     s.set_nonblocking(true).expect("nonblocking");
     let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i * 7 + 3) as u8).collect();

@@ -16,14 +16,7 @@ pub enum AnyPoller {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     Epoll(crate::epoll::Epoll),
     /// [`crate::kqueue::Kqueue`]
-    #[cfg(any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    ))]
+    #[cfg(anypoll_kqueue)]
     Kqueue(crate::kqueue::Kqueue),
     /// [`crate::evports::EvPorts`]
     #[cfg(any(target_os = "illumos", target_os = "solaris"))]
@@ -41,14 +34,7 @@ macro_rules! dispatch {
         match $self {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             AnyPoller::Epoll($p) => $e,
-            #[cfg(any(
-                target_os = "macos",
-                target_os = "ios",
-                target_os = "freebsd",
-                target_os = "netbsd",
-                target_os = "openbsd",
-                target_os = "dragonfly"
-            ))]
+            #[cfg(anypoll_kqueue)]
             AnyPoller::Kqueue($p) => $e,
             #[cfg(any(target_os = "illumos", target_os = "solaris"))]
             AnyPoller::EvPorts($p) => $e,

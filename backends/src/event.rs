@@ -206,17 +206,7 @@ impl Events {
     }
     /// Merges `ready` into the last event if it is for `fd` (kqueue reports
     /// the read and write filters as two events).
-    #[cfg_attr(
-        not(any(
-            target_os = "macos",
-            target_os = "ios",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        )),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(anypoll_kqueue), allow(dead_code))]
     pub(crate) fn merge_last(&mut self, fd: RawFd, ready: Ready) -> bool {
         match self.list.last_mut() {
             Some(ev) if ev.fd == fd => {

@@ -129,17 +129,7 @@
 
 // The change queue and the per-fd merge are pure (tested on every host) but
 // only the kqueue platforms call them.
-#![cfg_attr(
-    not(any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    )),
-    allow(dead_code)
-)]
+#![cfg_attr(not(anypoll_kqueue), allow(dead_code))]
 
 use std::os::fd::RawFd;
 
@@ -551,24 +541,10 @@ fn for_each_fd(items: &mut [Item], mut f: impl FnMut(RawFd, u32, &[Item])) {
     }
 }
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
+#[cfg(anypoll_kqueue)]
 pub use imp::Kqueue;
 
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
+#[cfg(anypoll_kqueue)]
 mod imp {
     use std::fmt;
     use std::io;

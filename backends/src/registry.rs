@@ -100,10 +100,10 @@ impl Backend {
 }
 
 macro_rules! ctor {
-    ($($os:literal),+ => $variant:ident($ty:path)) => {{
-        #[cfg(any($(target_os = $os),+))]
+    ($cfg:meta => $variant:ident($ty:path)) => {{
+        #[cfg($cfg)]
         let f: Option<fn() -> io::Result<AnyPoller>> = Some(|| Ok(AnyPoller::$variant(<$ty>::new()?)));
-        #[cfg(not(any($(target_os = $os),+)))]
+        #[cfg(not($cfg))]
         let f: Option<fn() -> io::Result<AnyPoller>> = None;
         f
     }};
@@ -114,19 +114,19 @@ static BACKENDS: [Backend; 6] = [
         name: "epoll",
         preference: 300,
         platforms: "Linux, Android",
-        create: ctor!("linux", "android" => Epoll(crate::epoll::Epoll)),
+        create: ctor!(any(target_os = "linux", target_os = "android") => Epoll(crate::epoll::Epoll)),
     },
     Backend {
         name: "kqueue",
         preference: 300,
         platforms: "macOS, iOS, FreeBSD, NetBSD, OpenBSD, DragonFly",
-        create: ctor!("macos", "ios", "freebsd", "netbsd", "openbsd", "dragonfly" => Kqueue(crate::kqueue::Kqueue)),
+        create: ctor!(anypoll_kqueue => Kqueue(crate::kqueue::Kqueue)),
     },
     Backend {
         name: "evports",
         preference: 300,
         platforms: "illumos, Solaris",
-        create: ctor!("illumos", "solaris" => EvPorts(crate::evports::EvPorts)),
+        create: ctor!(any(target_os = "illumos", target_os = "solaris") => EvPorts(crate::evports::EvPorts)),
     },
     Backend {
         name: "poll",
