@@ -20,6 +20,7 @@
 //! grace = "5s"
 //! ```
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -217,10 +218,26 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+thread_local! {
+    static NAME_LOOKUP: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Test support: turns host-name lookup in [`parse_addr`] off (or back on)
+/// for the calling thread. While it is off, only numeric addresses parse and
+/// a host name is an error, so that fuzzing and corpus replay never wait on
+/// DNS. On by default.
+#[doc(hidden)]
+pub fn set_name_lookup(on: bool) {
+    NAME_LOOKUP.with(|c| c.set(on));
+}
+
 /// Resolves `host:port` (IPv6 as `[::1]:port`).
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
+    }
+    if !NAME_LOOKUP.with(Cell::get) {
+        return Err(format!("'{}' is not a numeric address (name lookup is off)", printable(s)));
     }
     s.to_socket_addrs()
         .map_err(|e| format!("'{}' is not an address: {e}", printable(s)))?
