@@ -7,6 +7,7 @@
 //! that finds no working backend), 2 for bad usage: unknown options, an
 //! unknown poller name or one that is not available here.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use anypoll_backends::registry::{self, Probe, Source};
@@ -43,22 +44,61 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+/// Parses a command line, `argv[0]` first, as [`main`] does.
+pub fn parse_from<I, T>(argv: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    Cli::try_parse_from(argv)
+}
+
+/// What [`main`] prints for a command line clap rejects, before exiting
+/// with status 2: one line. `None` when clap's "error" is `--help` or
+/// `--version`, whose text `main` prints as it is, exiting 0.
+pub fn usage_error(e: &clap::Error) -> Option<String> {
+    if !e.use_stderr() {
+        return None;
+    }
+    // One line, as every other usage error: clap's first paragraph names
+    // the problem (the usage and hints follow with --help). It quotes the
+    // offending argument, which may hold any character, so control
+    // characters are escaped.
+    let text = e.to_string();
+    let first = text.split("\n\n").next().unwrap_or_default().trim();
+    let first = if first.is_empty() { "bad usage" } else { first };
+    Some(format!("anypoll: {} (see --help)", printable(first.trim_start_matches("error: "))))
+}
+
+/// `s` with control characters (and the Unicode line and paragraph
+/// separators) escaped as `\n`, `\r`, `\u{1b}`..., so that text from the
+/// user keeps an error message on one line and cannot drive the terminal.
+pub(crate) fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Parses the command line, runs the command, returns the exit status.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_from(std::env::args_os()) {
         Ok(cli) => cli,
-        Err(e) if e.use_stderr() => {
-            // One line, as every other usage error: clap's first line names
-            // the problem; the usage and hints follow with --help.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad usage");
-            eprintln!("anypoll: {} (see --help)", first.trim_start_matches("error: "));
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
+        Err(e) => match usage_error(&e) {
+            Some(line) => {
+                eprintln!("{line}");
+                return ExitCode::from(2);
+            }
+            None => {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+        },
     };
     init_logging(cli.verbose);
     match cli.command {

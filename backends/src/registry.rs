@@ -210,7 +210,12 @@ fn available_list() -> String {
 pub fn create(name: &str, source: Source) -> Result<AnyPoller, SelectError> {
     let Some(backend) = BACKENDS.iter().find(|b| b.name == name) else {
         return Err(SelectError {
-            message: format!("unknown poller '{name}' (from {source}); available here: {}", available_list()),
+            // Escaped: the name comes from the user and may hold a newline.
+            message: format!(
+                "unknown poller '{}' (from {source}); available here: {}",
+                name.escape_debug(),
+                available_list()
+            ),
         });
     };
     backend.create().map_err(|e| SelectError {

@@ -19,25 +19,27 @@ pub enum CheckResult {
 }
 
 /// Parses an HTTP status line, e.g. `HTTP/1.1 204 No Content`. `Ok(code)`
-/// when it is complete and well-formed; `Err` says why not.
+/// when it is complete and well-formed; `Err` says why not. The reason
+/// phrase is not looked at: any bytes may follow the code and a space
+/// (RFC 9112 allows obs-text there, so it need not be UTF-8).
 pub fn parse_status_line(data: &[u8]) -> Result<u16, String> {
     let end = data.iter().position(|&b| b == b'\n').ok_or("no complete status line")?;
-    let line = std::str::from_utf8(&data[..end]).map_err(|_| "status line is not UTF-8")?;
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") || version.len() != 8 {
+    let line = &data[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with(b"HTTP/1.") || version.len() != 8 || !version[7].is_ascii_digit() {
         return Err(format!("not an HTTP/1.x status line: {:?}", truncate(line)));
     }
-    let code = parts.next().unwrap_or("");
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+    let code = parts.next().unwrap_or_default();
+    if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
         return Err(format!("bad status code in {:?}", truncate(line)));
     }
-    Ok(code.parse().expect("three digits"))
+    Ok(code.iter().fold(0, |n, &d| n * 10 + u16::from(d - b'0')))
 }
 
-fn truncate(s: &str) -> String {
-    s.chars().take(60).collect()
+fn truncate(line: &[u8]) -> String {
+    String::from_utf8_lossy(&line[..line.len().min(240)]).chars().take(60).collect()
 }
 
 /// Whether an HTTP status passes the check (2xx or 3xx).
@@ -115,6 +117,10 @@ mod tests {
         assert!(parse_status_line(b"HTTP/2 200\r\n").is_err());
         assert!(parse_status_line(b"HTTP/1.1 20x OK\r\n").is_err());
         assert!(parse_status_line(b"\xff\xfe\n").is_err());
+        // Found by fuzzing: an obs-text reason phrase (not UTF-8) failed the check.
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 O\xa6K\r\n"), Ok(200));
+        // Found by fuzzing: the minor version was not checked to be a digit.
+        assert!(parse_status_line(b"HTTP/1.q 208\r\n").is_err());
         assert!(status_passes(200) && status_passes(399) && !status_passes(404) && !status_passes(199));
     }
 

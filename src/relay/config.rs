@@ -20,12 +20,14 @@
 //! grace = "5s"
 //! ```
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cli::printable;
 use crate::stream::SpliceMode;
 
 /// How servers are checked.
@@ -182,15 +184,17 @@ struct FileConfig {
 /// Parses `5s`, `250ms`, `2m`, `1h`, or a bare number of milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
+    let shown = || printable(s);
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (try 5s, 250ms or a number of ms)"))?;
+    let n: u64 =
+        num.parse().map_err(|_| format!("'{}' is not a duration (try 5s, 250ms or a number of ms)", shown()))?;
     let ms = match unit {
         "" | "ms" => n,
         "s" => n.saturating_mul(1000),
         "m" => n.saturating_mul(60_000),
         "h" => n.saturating_mul(3_600_000),
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s, m or h)")),
+        _ => return Err(format!("'{}': unknown unit '{}' (use ms, s, m or h)", shown(), printable(unit))),
     };
     Ok(Duration::from_millis(ms))
 }
@@ -204,12 +208,13 @@ fn value_duration(key: &str, v: &toml::Value) -> Result<Duration, String> {
 }
 
 /// A TOML error as one line, `line N: what` (toml's message may span
-/// several lines, e.g. "invalid array\nexpected `]`").
+/// several lines, e.g. "invalid array\nexpected `]`", and quote a key that
+/// holds control characters).
 fn toml_error(text: &str, e: &toml::de::Error) -> String {
     let what = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": ");
     match e.span().and_then(|s| text.get(..s.start)) {
-        Some(before) => format!("line {}: {what}", before.matches('\n').count() + 1),
-        None => what,
+        Some(before) => format!("line {}: {}", before.matches('\n').count() + 1, printable(&what)),
+        None => printable(&what),
     }
 }
 
@@ -229,15 +234,31 @@ fn read_config(path: &std::path::Path) -> Result<String, String> {
     Ok(text)
 }
 
+thread_local! {
+    static NAME_LOOKUP: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Test support: turns host-name lookup in [`parse_addr`] off (or back on)
+/// for the calling thread. While it is off, only numeric addresses parse and
+/// a host name is an error, so that fuzzing and corpus replay never wait on
+/// DNS. On by default.
+#[doc(hidden)]
+pub fn set_name_lookup(on: bool) {
+    NAME_LOOKUP.with(|c| c.set(on));
+}
+
 /// Resolves `host:port` (IPv6 as `[::1]:port`).
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
+    if !NAME_LOOKUP.with(Cell::get) {
+        return Err(format!("'{}' is not a numeric address (name lookup is off)", printable(s)));
+    }
     s.to_socket_addrs()
-        .map_err(|e| format!("'{s}' is not an address: {e}"))?
+        .map_err(|e| format!("'{}' is not an address: {e}", printable(s)))?
         .next()
-        .ok_or_else(|| format!("'{s}' resolves to no address"))
+        .ok_or_else(|| format!("'{}' resolves to no address", printable(s)))
 }
 
 fn parse_splice(s: &str) -> Result<SpliceMode, String> {
@@ -245,7 +266,7 @@ fn parse_splice(s: &str) -> Result<SpliceMode, String> {
         "auto" => Ok(SpliceMode::Auto),
         "always" | "on" => Ok(SpliceMode::Always),
         "never" | "off" => Ok(SpliceMode::Never),
-        _ => Err(format!("splice mode '{s}' is not auto, always or never")),
+        _ => Err(format!("splice mode '{}' is not auto, always or never", printable(s))),
     }
 }
 
@@ -258,7 +279,7 @@ pub fn parse_check(s: &str) -> Result<CheckKind, String> {
             Some(path) if path.starts_with('/') && !path.contains(|c: char| c.is_whitespace() || c.is_control()) => {
                 Ok(CheckKind::Http(path.to_string()))
             }
-            _ => Err(format!("check '{s}' is not tcp, none or http:/path")),
+            _ => Err(format!("check '{}' is not tcp, none or http:/path", printable(s))),
         },
     }
 }
@@ -277,8 +298,9 @@ impl RelayConfig {
     pub fn from_args(args: &RelayArgs, poller_flag: Option<&str>) -> Result<RelayConfig, String> {
         let mut cfg = RelayConfig::default();
         if let Some(path) = &args.config {
-            let text = read_config(path).map_err(|e| format!("config {}: {e}", path.display()))?;
-            cfg.apply_file(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+            let shown = printable(&path.display().to_string());
+            let text = read_config(path).map_err(|e| format!("config {shown}: {e}"))?;
+            cfg.apply_file(&text).map_err(|e| format!("config {shown}: {e}"))?;
         }
         let dur = |key: &str, v: &Option<String>, out: &mut Duration| -> Result<(), String> {
             if let Some(s) = v {
@@ -420,6 +442,9 @@ mod tests {
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
+        // Found by fuzzing: user text was echoed raw, so a newline in it
+        // broke the one-line error.
+        assert_eq!(parse_duration("5\nx").unwrap_err(), "'5\\nx': unknown unit '\\nx' (use ms, s, m or h)");
     }
 
     #[test]
