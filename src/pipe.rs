@@ -88,4 +88,8 @@ impl PipePool {
     pub fn in_use(&self) -> usize {
         self.out
     }
+    /// Spare pipes kept for reuse (two fds each).
+    pub fn spare(&self) -> usize {
+        self.free.len()
+    }
 }

@@ -145,8 +145,17 @@ fn stats_endpoint_serves_the_counters() {
         "counters in:\n{page}"
     );
     assert_eq!(stat(&page, "bytes_client_to_server"), Some(3 * 14), "{page}");
-    for name in ["connections_active", "aborted", "no_server", "connect_retries", "syscalls", "syscalls_read", "eagain"]
-    {
+    for name in [
+        "connections_active",
+        "aborted",
+        "no_server",
+        "connect_retries",
+        "syscalls",
+        "syscalls_read",
+        "eagain",
+        "pipes_spare",
+        "pipes_in_use",
+    ] {
         assert!(stat(&page, name).is_some(), "{name} missing from:\n{page}");
     }
     assert!(stat(&page, "syscalls_accept").unwrap_or(0) >= 3, "{page}");

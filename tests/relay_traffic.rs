@@ -229,10 +229,21 @@ fn transfer_64mib(splice: SpliceMode) {
     let t = relay.stop();
     assert_eq!((t.bytes_up, t.bytes_down), (BIG, BIG), "{splice:?}");
     assert_eq!(t.aborted, 0, "{splice:?}");
+    // The pool counters the stats page shows (ci/soak.sh counts the fds
+    // of spare pipes with them): nothing in use once the stream is over.
+    assert_eq!(t.pipes_in_use, 0, "{splice:?}: pipes still in use after the stream");
     match splice {
-        SpliceMode::Never => assert_eq!(t.counters.splices, 0, "splice never: no splice call"),
+        SpliceMode::Never => {
+            assert_eq!(t.counters.splices, 0, "splice never: no splice call");
+            assert_eq!(t.pipes_spare, 0, "splice never: no pipe");
+        }
         _ if SpliceMode::PLATFORM_HAS_SPLICE => {
-            assert!(t.counters.splices > 0, "{splice:?}: splice was used ({:?})", t.counters)
+            assert!(t.counters.splices > 0, "{splice:?}: splice was used ({:?})", t.counters);
+            let spare = t.pipes_spare;
+            assert!(
+                (1..=2).contains(&spare),
+                "{splice:?}: the pipes (one per direction) went back to the pool: {spare}"
+            );
         }
         _ => println!("note: no splice on this platform; {splice:?} used buffers"),
     }

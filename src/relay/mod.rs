@@ -89,6 +89,10 @@ pub struct WorkerStats {
     pub no_server: u64,
     /// Server connects retried on another server.
     pub retries: u64,
+    /// Spare pipes the pool keeps (two fds each), now.
+    pub pipes_spare: u64,
+    /// Pipes in use, now.
+    pub pipes_in_use: u64,
 }
 
 impl WorkerStats {
@@ -116,6 +120,8 @@ impl WorkerStats {
         self.aborted += o.aborted;
         self.no_server += o.no_server;
         self.retries += o.retries;
+        self.pipes_spare += o.pipes_spare;
+        self.pipes_in_use += o.pipes_in_use;
     }
 }
 
@@ -185,8 +191,8 @@ impl Shared {
         );
         let _ = writeln!(
             s,
-            "eagain {}\nsplice_fallbacks {}\nloop_iterations {}",
-            c.eagain, c.splice_fallbacks, c.iterations
+            "eagain {}\nsplice_fallbacks {}\nloop_iterations {}\npipes_spare {}\npipes_in_use {}",
+            c.eagain, c.splice_fallbacks, c.iterations, t.pipes_spare, t.pipes_in_use
         );
         for sv in &self.servers {
             let _ = writeln!(
@@ -401,6 +407,8 @@ impl Worker {
     fn publish(&mut self, cx: &Ctx) {
         self.stats.counters = *cx.counters();
         self.stats.active = self.streams.iter().filter(|e| e.is_some()).count() as u64;
+        self.stats.pipes_spare = self.pools.pipes.spare() as u64;
+        self.stats.pipes_in_use = self.pools.pipes.in_use() as u64;
         if let Ok(mut v) = self.shared.stats.lock() {
             v[self.id] = self.stats;
         }
