@@ -19,7 +19,9 @@
 //!   pool keeps (shown on the stats page), and no connection stays active;
 //! * its peak RSS stays below start-up + conns × (2 × bufsize + 8 KiB) +
 //!   threads × 64 spare buffers + 16 MiB;
-//! * every reset client, by its address, has an abort line in the log;
+//! * every reset client, by its address, has an abort line in the log
+//!   (but for at most as many as the relay never accepted: a client that
+//!   resets in an overflowing accept queue never reaches it);
 //!   the `aborted` counter equals the "not delivered" lines; every cut
 //!   transfer is explained by a killed backend connection or a logged
 //!   abort.
@@ -556,10 +558,18 @@ fn soak(o: &Opts) -> Result<Verdict, String> {
         .filter(|(a, n)| aborts.get(a).copied().unwrap_or(0) < **n)
         .map(|(a, n)| format!("{a} reset {n}×, {} abort line(s)", aborts.get(a).copied().unwrap_or(0)))
         .collect();
+    // A client that resets while its connection still waits in the
+    // relay's accept queue (the queue overflowed and the handshake's last
+    // ACK was dropped) is never seen by the relay: nothing to log. Those
+    // are at most the connections opened that the relay never accepted.
+    let unaccepted = total
+        .opened
+        .saturating_sub(total.count(None, End::ConnectFailed))
+        .saturating_sub(stats.get("connections_total"));
     v.check(
-        unlogged.is_empty(),
+        unlogged.len() as u64 <= unaccepted,
         format!(
-            "client resets logged as aborts: {} resets, {} without a log line {:?}",
+            "client resets logged as aborts: {} resets, {} without a log line (≤ {unaccepted} never accepted) {:?}",
             total.resets.len(),
             unlogged.len(),
             &unlogged[..unlogged.len().min(5)]
