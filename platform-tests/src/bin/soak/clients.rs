@@ -17,9 +17,10 @@ use crate::Rng;
 /// A client with no progress for this long is stuck: the relay should
 /// have closed it (its idle timeouts are shorter).
 pub const STUCK: Duration = Duration::from_secs(25);
-/// New connections opened per loop turn at most (the relay's backlog is
-/// 1,024 per listener).
-const OPEN_BURST: usize = 100;
+/// New connections opened per loop turn at most: enough to keep N open
+/// when short transfers end quickly, small enough for the relay's listen
+/// backlog (1,024 per listener).
+const OPEN_BURST: usize = 250;
 const CHUNK: usize = 16 * 1024;
 
 /// What a client does.
@@ -33,13 +34,24 @@ pub enum Kind {
     Reset,
     /// Trickles one byte every 100-500 ms.
     Slowloris,
+    /// Sends 1-4 KiB every 100-300 ms, 10-30 times, reading the echo: a
+    /// long-lived, mostly idle transfer (it keeps N connections open
+    /// without the CPU that N busy ones would need).
+    Paced,
     /// Random bytes, a half-close after a random count (0 included), then
     /// either reads the rest or closes without reading.
     Garbage,
 }
 
+impl Kind {
+    /// Sends on a schedule rather than as fast as it can.
+    fn paced(self) -> bool {
+        matches!(self, Kind::Slowloris | Kind::Paced)
+    }
+}
+
 /// All kinds, for reports.
-pub const KINDS: [Kind; 5] = [Kind::Normal, Kind::HalfClose, Kind::Reset, Kind::Slowloris, Kind::Garbage];
+pub const KINDS: [Kind; 6] = [Kind::Normal, Kind::HalfClose, Kind::Reset, Kind::Slowloris, Kind::Paced, Kind::Garbage];
 
 /// How a client ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,6 +88,8 @@ pub struct LoadReport {
     pub resets: Vec<SocketAddr>,
     /// Most connections open at once.
     pub peak_live: usize,
+    /// Connections open on average (over time) until `stop`.
+    pub avg_live: f64,
     /// When the last client was closed.
     pub last_close: Option<Instant>,
     /// A few corrupt/stuck details.
@@ -140,6 +154,8 @@ struct Client {
     rd_eof: bool,
     reset_at: u64,
     abandon: bool,
+    /// Bytes per step for the paced kinds.
+    step: usize,
     next_drip: Instant,
     last_progress: Instant,
     local: Option<SocketAddr>,
@@ -166,6 +182,7 @@ impl Client {
             Kind::HalfClose => (log_len(rng, 16) + rng.next_u64() % 1024).min(64 * 1024),
             Kind::Reset => 2 + log_len(rng, 18) + rng.next_u64() % 1024,
             Kind::Slowloris => 3 + rng.next_u64() % 13,
+            Kind::Paced => 0, // set from the step below
             Kind::Garbage => {
                 if rng.next_u64() & 3 == 0 {
                     0
@@ -174,6 +191,12 @@ impl Client {
                 }
             }
         };
+        let step = match kind {
+            Kind::Slowloris => 1,
+            Kind::Paced => 1024 + (rng.next_u64() % 3072) as usize,
+            _ => CHUNK,
+        };
+        let len = if kind == Kind::Paced { step as u64 * (10 + rng.next_u64() % 21) } else { len };
         let reset_at = if kind == Kind::Reset { 1 + rng.next_u64() % (len - 1) } else { u64::MAX };
         Client {
             kind,
@@ -188,6 +211,7 @@ impl Client {
             wr_shut: false,
             rd_eof: false,
             reset_at,
+            step,
             abandon: kind == Kind::Garbage && rng.next_u64() & 1 == 0,
             next_drip: now,
             last_progress: now,
@@ -217,12 +241,16 @@ impl Client {
                 break;
             }
             let mut n = (self.len - self.sent).min(CHUNK as u64).min(self.reset_at - self.sent) as usize;
-            if self.kind == Kind::Slowloris {
+            if self.kind.paced() {
                 if now < self.next_drip {
                     break;
                 }
-                n = 1;
-                self.next_drip = now + Duration::from_millis(100 + rng.next_u64() % 400);
+                n = n.min(self.step);
+                self.next_drip = now
+                    + match self.kind {
+                        Kind::Slowloris => Duration::from_millis(100 + rng.next_u64() % 400),
+                        _ => Duration::from_millis(100 + rng.next_u64() % 200),
+                    };
             }
             pattern(self.kind, self.seed, self.sent, &mut scratch[..n]);
             match self.sock.write(&scratch[..n]) {
@@ -237,7 +265,7 @@ impl Client {
                 // killed): whatever came back is checked below.
                 Err(_) => return self.end_early(now, scratch, expect),
             }
-            if self.kind == Kind::Slowloris {
+            if self.kind.paced() {
                 break;
             }
         }
@@ -341,10 +369,11 @@ pub struct Load {
 
 fn pick_kind(rng: &mut Rng) -> Kind {
     match rng.next_u64() % 100 {
-        0..=44 => Kind::Normal,
-        45..=59 => Kind::HalfClose,
-        60..=74 => Kind::Reset,
-        75..=84 => Kind::Slowloris,
+        0..=24 => Kind::Normal,
+        25..=34 => Kind::HalfClose,
+        35..=49 => Kind::Reset,
+        50..=59 => Kind::Slowloris,
+        60..=89 => Kind::Paced,
         _ => Kind::Garbage,
     }
 }
@@ -363,8 +392,14 @@ pub fn run(load: Load) -> io::Result<LoadReport> {
     let mut stopped_at: Option<Instant> = None;
     let mut last_scan = Instant::now();
     let mut slow: Vec<usize> = Vec::new();
+    let (t0, mut t_last, mut live_time) = (Instant::now(), Instant::now(), 0f64);
     loop {
         let now = Instant::now();
+        if stopped_at.is_none() {
+            live_time += live as f64 * now.duration_since(t_last).as_secs_f64();
+            t_last = now;
+            report.avg_live = live_time / now.duration_since(t0).as_secs_f64().max(1e-9);
+        }
         if stopped_at.is_none() && load.stop.load(Ordering::Relaxed) {
             stopped_at = Some(now);
         }
@@ -388,7 +423,7 @@ pub fn run(load: Load) -> io::Result<LoadReport> {
                 });
                 poll.registry().register(&mut sock, Token(idx), Interest::READABLE | Interest::WRITABLE)?;
                 let kind = pick_kind(&mut rng);
-                if kind == Kind::Slowloris {
+                if kind.paced() {
                     slow.push(idx);
                 }
                 clients[idx] = Some(Client::new(kind, sock, &mut rng, now));
@@ -416,7 +451,7 @@ pub fn run(load: Load) -> io::Result<LoadReport> {
         }
         let now = Instant::now();
         let mut due: Vec<usize> = events.iter().map(|e| e.token().0).collect();
-        slow.retain(|&i| clients[i].as_ref().is_some_and(|c| c.kind == Kind::Slowloris));
+        slow.retain(|&i| clients[i].as_ref().is_some_and(|c| c.kind.paced()));
         due.extend(slow.iter().copied().filter(|&i| clients[i].as_ref().is_some_and(|c| c.next_drip <= now)));
         let scan = now.duration_since(last_scan) > Duration::from_millis(500);
         for idx in due {

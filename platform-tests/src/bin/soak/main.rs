@@ -415,7 +415,7 @@ fn soak(o: &Opts) -> Result<Verdict, String> {
         }
     }
     let soak_report = h.join().map_err(|_| "client thread panicked".to_string())?;
-    let soak_opened = soak_report.opened;
+    let (soak_opened, soak_avg) = (soak_report.opened, soak_report.avg_live);
     merge(&mut total, soak_report);
     let last_close = total.last_close.unwrap_or_else(Instant::now);
 
@@ -452,8 +452,8 @@ fn soak(o: &Opts) -> Result<Verdict, String> {
 
     // ----- figures and checks -----
     v.figure(format!(
-        "connections: {} opened ({} in the soak phase), {} live at most",
-        total.opened, soak_opened, total.peak_live
+        "connections: {} opened ({} in the soak phase), {} live at most, {:.0} on average in the soak phase",
+        total.opened, soak_opened, total.peak_live, soak_avg
     ));
     for k in KINDS {
         let ends: Vec<String> =
