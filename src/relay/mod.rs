@@ -909,6 +909,13 @@ impl Handler for Worker {
             T_CHECK_START => self.check_start(cx, index),
             T_CHECK_TIMEOUT => {
                 self.checks[index].timeout = None;
+                // The loop runs due timers before it dispatches the events
+                // of the same turn: after a turn longer than the timeout,
+                // the check's answer may be polled already but not handled.
+                // Let it count before the timeout does.
+                if self.checks[index].conn.is_some() {
+                    self.check_io(cx, index);
+                }
                 if self.checks[index].conn.is_some() {
                     self.check_done(cx, index, CheckResult::Failed("check timed out".into()));
                 }
