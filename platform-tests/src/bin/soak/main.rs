@@ -544,6 +544,20 @@ fn soak(o: &Opts) -> Result<Verdict, String> {
             peaks.rss_kib, peaks.samples
         ),
     );
+    // At most two of three backends are ever down, so a server shown
+    // DOWN more often than servers were killed, or a client turned away
+    // for want of a server, is a check that failed on a live server.
+    let downs = log_before_stop.lines().filter(|l| l.contains(" is DOWN: ")).count() as u64;
+    let flaps: Vec<&str> = log_before_stop.lines().filter(|l| l.contains(" is DOWN: ")).collect();
+    v.check(
+        downs <= kills_rst + kills_fin && stats.get("no_server") == 0,
+        format!(
+            "no false DOWN: {downs} DOWN transitions for {} kills, {} clients turned away with no server up {:?}",
+            kills_rst + kills_fin,
+            stats.get("no_server"),
+            flaps.iter().filter(|l| !l.contains("refused")).take(3).collect::<Vec<_>>()
+        ),
+    );
     // Aborts in the log.
     let mut aborts: HashMap<SocketAddr, u64> = HashMap::new();
     let mut not_delivered = 0u64;
