@@ -10,8 +10,9 @@
 #   3. cargo test --workspace (unit tests, doc tests, the conformance matrix)
 #   4. cargo doc, warnings denied
 #   5. the demo, short (README's main command)
-#   6. ci/cross-check.sh: every backend type-checked for the BSDs, macOS, illumos (Linux hosts only)
-#   7. the workflow files validated against the GitHub Actions schema (where npm exists)
+#   6. ci/soak.sh --duration 20: the relay under chaos, 2,000 connections (Linux: it reads /proc)
+#   7. ci/cross-check.sh: every backend type-checked for the BSDs, macOS, illumos (Linux hosts only)
+#   8. the workflow files validated against the GitHub Actions schema (where npm exists)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 step "demo (short)"
 cargo run --release -q -- demo --quick
+
+if [ "$os" = Linux ]; then
+    step "soak (short)"
+    ci/soak.sh --duration 20
+else
+    echo "skip: the soak reads /proc, so it runs on Linux only (this is $os)"
+fi
 
 if [ "$os" = Linux ]; then
     step "cross-check"

@@ -62,6 +62,13 @@ fn split(owner: usize) -> (usize, usize) {
     (owner >> KIND_SHIFT, owner & ((1 << KIND_SHIFT) - 1))
 }
 
+/// The listen backlog asked for. The kernel caps it (Linux:
+/// `net.core.somaxconn`, 4096 by default), so this means "as deep as the
+/// system allows": a burst of connects waits in the queue instead of
+/// overflowing it, which on Linux falls back to SYN cookies (the soak saw
+/// those lose a connection's first bytes at a backend with a 1024 backlog).
+const LISTEN_BACKLOG: i32 = 65535;
+
 /// Timer data: kind in the top bits, index below (as for owners).
 const T_STREAM: usize = 1;
 const T_CHECK_START: usize = 2;
@@ -313,7 +320,8 @@ pub fn start(cfg: RelayConfig, signals: bool) -> io::Result<RelayHandle> {
     for id in 0..threads {
         let mut listeners = Vec::new();
         for a in addrs.iter_mut() {
-            let l = bind(*a, 1024, threads > 1).map_err(|e| io::Error::new(e.kind(), format!("listen {a}: {e}")))?;
+            let l = bind(*a, LISTEN_BACKLOG, threads > 1)
+                .map_err(|e| io::Error::new(e.kind(), format!("listen {a}: {e}")))?;
             *a = l.local_addr()?;
             listeners.push(l);
         }
