@@ -19,7 +19,22 @@ pub struct Pipe {
     write: OwnedFd,
     /// Bytes spliced in and not yet spliced out.
     pub data: usize,
+    /// What the pipe can hold, as the kernel reports it.
+    pub capacity: usize,
 }
+
+/// The capacity a new pipe asks for: 256 KiB, four times the kernel's
+/// default. A bulk transfer then takes about 15 splices per MiB instead of
+/// about 42 (the relay benchmark, 1 MiB responses): each splice moves up to
+/// the pipe's capacity. It costs no memory while the pipe is empty (pages
+/// are held only while bytes are in flight, and a pipe goes back to the
+/// pool as soon as it is empty). Where the kernel refuses (an unprivileged
+/// user past `/proc/sys/fs/pipe-user-pages-soft`), the pipe keeps the size
+/// it was given, and its real capacity is used.
+pub const PIPE_SIZE: usize = 256 * 1024;
+
+/// The kernel's default pipe capacity.
+const DEFAULT_CAPACITY: usize = 64 * 1024;
 
 impl Pipe {
     /// A new non-blocking, close-on-exec pipe.
@@ -42,7 +57,7 @@ impl Pipe {
             crate::sys::set_nonblock_cloexec(fds[0])?;
             crate::sys::set_nonblock_cloexec(fds[1])?;
         }
-        Ok(Pipe { read, write, data: 0 })
+        Ok(Pipe { read, write, data: 0, capacity: resize(fds[1]) })
     }
     /// The end splice reads from.
     pub fn read_fd(&self) -> RawFd {
@@ -52,6 +67,24 @@ impl Pipe {
     pub fn write_fd(&self) -> RawFd {
         self.write.as_raw_fd()
     }
+}
+
+/// Asks for [`PIPE_SIZE`]; returns the capacity the pipe has.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn resize(fd: RawFd) -> usize {
+    // SAFETY: fcntl on a pipe fd we own; a refusal leaves the size as it was.
+    unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
+    // SAFETY: as above; F_GETPIPE_SZ only reads.
+    match unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) } {
+        n if n > 0 => n as usize,
+        _ => DEFAULT_CAPACITY,
+    }
+}
+
+/// Without splice the size does not matter; pipes keep their default.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn resize(_fd: RawFd) -> usize {
+    DEFAULT_CAPACITY
 }
 
 /// A pool of empty pipes.

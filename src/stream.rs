@@ -118,9 +118,6 @@ pub struct Stream {
     outcome: Outcome,
 }
 
-/// The most one receive takes into a pipe.
-const PIPE_CHUNK: usize = 64 * 1024;
-
 impl Stream {
     /// A stream between two connections whose control layers the owner has
     /// already initialised (registered with the loop).
@@ -301,7 +298,7 @@ fn forward<S: SockOps>(
             moved += flush(ops, cx, pools, c, ch);
         }
         // Room was made (or not): recompute WAIT_ROOM from the channel.
-        let pipe_room = ch.pipe.as_ref().is_none_or(|pp| pp.data < PIPE_CHUNK);
+        let pipe_room = ch.pipe.as_ref().is_none_or(|pp| pp.data < pp.capacity);
         let buf_room = ch.buf.as_ref().is_none_or(|b| !b.is_full());
         // A pipe the consumer can no longer splice from is drained through
         // the buffer first: nothing newer may be received before it (order).
@@ -310,7 +307,7 @@ fn forward<S: SockOps>(
         // overtake them through the buffer.
         let draining = (c.flags.contains(ConnFlags::NO_SPLICE) || p.flags.contains(ConnFlags::NO_SPLICE))
             && ch.pipe.as_ref().is_some_and(|pp| pp.data > 0);
-        // No room (a pipe that holds PIPE_CHUNK, a full buffer) is WAIT_ROOM
+        // No room (a full pipe, a full buffer) is WAIT_ROOM
         // too, so the producer is not polled for read meanwhile.
         if draining || !(pipe_room && buf_room) {
             p.flags |= ConnFlags::WAIT_ROOM;
@@ -369,7 +366,7 @@ fn receive<S: SockOps>(
             },
         };
         let mut pipe = pipe;
-        let room = PIPE_CHUNK.saturating_sub(pipe.data);
+        let room = pipe.capacity.saturating_sub(pipe.data);
         let n = raw_sock::rcv_pipe(ops, cx, p, &mut pipe, ch.budget(room));
         ch.pipe = Some(pipe);
         // splice moved nothing yet left the fd READY: it could not consume

@@ -239,7 +239,8 @@ fn wait_room(chunk: usize) {
     let mut rig = StreamRig::new(el.cx(), conn(p.front), conn(p.back), SpliceMode::Always, Scripted::new());
     // The client writes in `chunk`s; the server sleeps before reading, so
     // the back socket and then the pipe fill. With small writes the pipe's
-    // 16 slots fill before 64 KiB and splice says EAGAIN with data in it.
+    // slots (one page each) fill before its capacity in bytes, and splice
+    // says EAGAIN with data in it.
     let up = pattern(chunk as u64, 2 << 20);
     let mut cp = Peer::new(up.clone(), PeerEnd::Shutdown);
     cp.pace = Some((chunk, Duration::ZERO));
@@ -251,9 +252,9 @@ fn wait_room(chunk: usize) {
     // Until the stall is real: no room, with the client's bytes queued in
     // the front socket.
     drive(&mut el, &mut rig, SECS, |r| {
-        let pipe = r.stream.req.pipe.as_ref().map_or(0, |pp| pp.data);
+        let (pipe, cap) = r.stream.req.pipe.as_ref().map_or((0, 0), |pp| (pp.data, pp.capacity));
         r.calls > 0 && pipe > 0 && platform_tests::scripted::pending_bytes(ffd) > 0 && {
-            r.stream.front.flags.contains(ConnFlags::WAIT_ROOM) || pipe >= 64 * 1024
+            r.stream.front.flags.contains(ConnFlags::WAIT_ROOM) || pipe >= cap
         }
     });
     let st = el.cx().state(ffd).unwrap();
@@ -275,7 +276,7 @@ fn wait_room(chunk: usize) {
     assert!(spent.iterations <= 3000, "{what}: {spent}");
     println!("{what}: eagain with data: {eagain}; {} calls in WAIT_ROOM; {spent}", rig.wait_room_seen);
     if chunk < 4096 {
-        assert!(eagain, "{what}: the pipe filled before 64 KiB: splice said EAGAIN");
+        assert!(eagain, "{what}: the pipe's slots filled before its capacity: splice said EAGAIN");
     }
 }
 
@@ -284,8 +285,8 @@ fn personality_splice_eagain_pipe_full_wait_room() {
     wait_room(1000);
 }
 
-/// The same stall when the pipe holds exactly the most a receive takes
-/// (64 KiB): no EAGAIN, but no room either.
+/// The same stall when the pipe holds exactly its capacity (64 KiB writes
+/// fill whole pages): no EAGAIN, but no room either.
 #[test]
 fn personality_splice_pipe_at_limit_wait_room() {
     wait_room(64 * 1024);
@@ -301,12 +302,13 @@ fn personality_splice_short_with_rdhup() {
     let (ffd, bfd) = (p.front.as_raw_fd(), p.back.as_raw_fd());
     // All of the client's bytes and its shutdown are queued before the loop
     // starts, so the first report is IN|RDHUP.
-    // (Small enough to sit in the socket's send budget as 1000-byte skbs.)
+    // (Small enough to sit in the socket's send budget as 500-byte skbs.)
     let up = pattern(21, 60_000);
     let mut client = p.client;
-    // In 1000-byte writes: the pipe's 16 slots then fill with 16,000 bytes,
-    // so real splices come back short too, and then say EAGAIN.
-    for c in up.chunks(1000) {
+    // In 500-byte writes, one pipe slot each: 120 skbs, more than the slots
+    // of a 256 KiB pipe (64), so real splices come back short too, and
+    // then say EAGAIN with data in the pipe.
+    for c in up.chunks(500) {
         client.write_all(c).unwrap();
     }
     client.shutdown(std::net::Shutdown::Write).unwrap();
@@ -361,9 +363,10 @@ fn personality_splice_short_with_rdhup() {
 fn personality_splice_short_at_full_pipe_slots_is_not_drained() {
     let p = pairs();
     let (ffd, bfd) = (p.front.as_raw_fd(), p.back.as_raw_fd());
-    // 1000-byte skbs: the pipe's 16 slots take 16,000 bytes, so the first
-    // splice is short with 44,000 bytes still queued, and no FIN.
-    let up = pattern(33, 60_000);
+    // 1000-byte skbs, one pipe slot each: a pipe of N pages takes N × 1000
+    // bytes, so the first splice is short with bytes still queued, and no
+    // FIN. 80 skbs are more than the slots of a 256 KiB pipe (64).
+    let up = pattern(33, 80_000);
     let down = pattern(34, 100);
     let mut client = p.client;
     for c in up.chunks(1000) {
