@@ -202,6 +202,18 @@ fn splice_fallback(cx: &mut Ctx, conn: &mut Connection, e: &std::io::Error) {
     }
 }
 
+/// A splice error other than EINTR and EAGAIN, either way: splice is
+/// turned off for this connection where it does not work here
+/// (EBADF/ENOSYS/EINVAL, [`splice_fallback`]); anything else is the
+/// connection's error.
+fn splice_failed(cx: &mut Ctx, conn: &mut Connection, e: &std::io::Error) {
+    if splice_unsupported(e) {
+        splice_fallback(cx, conn, e);
+    } else {
+        conn.set_error(ConnError::from_io(e));
+    }
+}
+
 fn splice_unsupported(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EBADF) | Some(libc::ENOSYS) | Some(libc::EINVAL))
 }
@@ -291,12 +303,8 @@ pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
                 }
                 break;
             }
-            Err(e) if splice_unsupported(&e) => {
-                splice_fallback(cx, conn, &e);
-                break;
-            }
             Err(e) => {
-                conn.set_error(ConnError::from_io(&e));
+                splice_failed(cx, conn, &e);
                 break;
             }
         }
@@ -328,12 +336,8 @@ pub fn snd_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
                 cx.would_block(fd, FdState::SEND_READY);
                 break;
             }
-            Err(e) if splice_unsupported(&e) => {
-                splice_fallback(cx, conn, &e);
-                break;
-            }
             Err(e) => {
-                conn.set_error(ConnError::from_io(&e));
+                splice_failed(cx, conn, &e);
                 break;
             }
         }

@@ -8,8 +8,12 @@
 
 mod relay_common;
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+#[cfg(target_os = "linux")]
+use std::io;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+#[cfg(target_os = "linux")]
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use relay_common::*;

@@ -140,7 +140,11 @@ fn raise_nofile() -> u64 {
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
     }
-    r.rlim_cur
+    // rlim_t is u64 on Linux, i64 on the BSDs (where the soak does not run,
+    // since it reads /proc, but still builds).
+    #[allow(clippy::unnecessary_cast)]
+    let cur = r.rlim_cur as u64;
+    cur
 }
 
 /// The checks and the figures of one run.
