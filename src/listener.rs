@@ -86,12 +86,8 @@ pub fn accept_batch(
                 f(cx, sock, peer);
             }
             Ok(None) => return (n, BatchEnd::Drained),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
-                if !cx.emfile_logged {
-                    log::warn!("listener fd {fd}: {e}; pausing accepts for {EMFILE_PAUSE:?}");
-                    cx.emfile_logged = true;
-                }
-                cx.pause_recv(fd, EMFILE_PAUSE);
+            Err(e) if is_out_of_fds(&e) => {
+                pause_out_of_fds(cx, fd, &e);
                 return (n, BatchEnd::Paused);
             }
             // The client gave up before we accepted: nothing to do.
@@ -104,6 +100,25 @@ pub fn accept_batch(
         }
     }
     (n, BatchEnd::Budget)
+}
+
+/// Whether `e` says the process or the system is out of fds (EMFILE,
+/// ENFILE).
+pub fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// Pauses listener `fd` for [`EMFILE_PAUSE`] because fds ran out (`why`),
+/// with one warning per episode; an accept that works ends the episode.
+/// [`accept_batch`] calls it when accept itself finds no fd; an owner that
+/// finds none for what a new connection needs (its server socket, say)
+/// calls it too, so that both pause and log alike.
+pub fn pause_out_of_fds(cx: &mut Ctx, fd: RawFd, why: &dyn std::fmt::Display) {
+    if !cx.emfile_logged {
+        log::warn!("listener fd {fd}: {why}; pausing accepts for {EMFILE_PAUSE:?}");
+        cx.emfile_logged = true;
+    }
+    cx.pause_recv(fd, EMFILE_PAUSE);
 }
 
 /// Creates a non-blocking listening TCP socket on `addr` with SO_REUSEADDR

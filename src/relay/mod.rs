@@ -40,7 +40,7 @@ use anypoll_backends::registry;
 
 use crate::connection::{ConnectStatus, Connection};
 use crate::counters::Counters;
-use crate::listener::{accept_batch, bind, BatchEnd, EMFILE_PAUSE};
+use crate::listener::{accept_batch, bind, is_out_of_fds, pause_out_of_fds, BatchEnd};
 use crate::sockops::Real;
 use crate::stream::{Outcome, Phase, Pools, Stream};
 use crate::timer::TimerId;
@@ -458,7 +458,9 @@ impl Worker {
                     Ok(f) => self.spare = Some(f),
                     Err(e) => {
                         self.release_slot();
-                        out_of_fds(cx, fd, &e);
+                        // No fd to spare for a client's server: rest as when
+                        // accept itself finds none.
+                        pause_out_of_fds(cx, fd, &format_args!("no fd for a server connection ({e})"));
                         return;
                     }
                 }
@@ -880,22 +882,6 @@ impl Worker {
 /// no file system path needed, so it works in a chroot too).
 fn spare_fd() -> io::Result<std::os::unix::net::UnixDatagram> {
     std::os::unix::net::UnixDatagram::unbound()
-}
-
-/// Whether `e` says the process or the system is out of fds.
-fn is_out_of_fds(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
-
-/// No fd to spare for a client's server: the listener rests for
-/// [`EMFILE_PAUSE`], as when accept itself finds no fd, with one warning
-/// per episode (an accept that works ends it).
-fn out_of_fds(cx: &mut Ctx, fd: RawFd, e: &io::Error) {
-    if !cx.emfile_logged {
-        log::warn!("listener fd {fd}: no fd for a server connection ({e}); pausing accepts for {EMFILE_PAUSE:?}");
-        cx.emfile_logged = true;
-    }
-    cx.pause_recv(fd, EMFILE_PAUSE);
 }
 
 impl Handler for Worker {
