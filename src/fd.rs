@@ -297,11 +297,8 @@ impl FdTable {
 
     /// Puts `fd` on the update list (once).
     pub fn queue(&mut self, fd: RawFd) {
-        if let Some(e) = self.get_mut(fd) {
-            if !e.queued {
-                e.queued = true;
-                self.updates.push(fd);
-            }
+        if let Some(e) = self.entries.get_mut(fd as usize).and_then(Option::as_mut) {
+            push_once(&mut self.updates, &mut e.queued, fd);
         }
     }
 
@@ -319,26 +316,30 @@ impl FdTable {
         if new != e.state {
             e.state = new;
             e.progress = true;
-            let want = wanted(new, e.polled, strategy);
-            if !e.queued && want != e.polled.unwrap_or(Interest::empty()) {
-                e.queued = true;
-                self.updates.push(fd);
+            if wanted(new, e.polled, strategy) != e.polled.unwrap_or(Interest::empty()) {
+                push_once(&mut self.updates, &mut e.queued, fd);
             }
         }
-        if !e.spec && !e.runnable().is_empty() {
-            e.spec = true;
-            self.spec.push(fd);
+        if !e.runnable().is_empty() {
+            push_once(&mut self.spec, &mut e.spec, fd);
         }
     }
 
     /// Puts `fd` on the run list (once), for a speculative call.
     pub(crate) fn schedule(&mut self, fd: RawFd) {
-        if let Some(e) = self.get_mut(fd) {
-            if !e.spec {
-                e.spec = true;
-                self.spec.push(fd);
-            }
+        if let Some(e) = self.entries.get_mut(fd as usize).and_then(Option::as_mut) {
+            push_once(&mut self.spec, &mut e.spec, fd);
         }
+    }
+}
+
+/// Pushes `fd` on `list` unless its entry's flag `on` says it is there
+/// already: the update list (flag `queued`) and the run list (`spec`) hold
+/// each fd once.
+fn push_once(list: &mut Vec<RawFd>, on: &mut bool, fd: RawFd) {
+    if !*on {
+        *on = true;
+        list.push(fd);
     }
 }
 
