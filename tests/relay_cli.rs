@@ -7,7 +7,6 @@ mod relay_common;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,26 +78,6 @@ fn option_syntax_errors_exit_2() {
     }
 }
 
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, text: &str) -> TempFile {
-        let p = std::env::temp_dir().join(format!("anypoll-relay-test-{}-{name}.toml", std::process::id()));
-        std::fs::write(&p, text).expect("write config");
-        TempFile(p)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[test]
 fn bad_config_files_are_one_line_errors_with_status_2() {
     let head = "listen = [\"127.0.0.1:0\"]\nserver = [\"127.0.0.1:9\"]\n";
@@ -113,12 +92,12 @@ fn bad_config_files_are_one_line_errors_with_status_2() {
         ("syntax", "listen = [\"127.0.0.1:0\"\nserver = 1\n".into(), &["line"]),
     ];
     for (name, text, needles) in cases {
-        let f = TempFile::new(name, text);
+        let f = TempFile::new(&format!("{name}.toml"), text);
         assert_usage_error(&["relay", "--config", f.path()], &[&[f.path()][..], needles].concat());
     }
     // Checked after the file and the command line are merged: the error
     // names the setting (as its option), not the file.
-    let f = TempFile::new("invalid", &format!("{head}bufsize = 10\n"));
+    let f = TempFile::new("invalid.toml", &format!("{head}bufsize = 10\n"));
     assert_usage_error(&["relay", "--config", f.path()], &["bufsize", "10"]);
     let missing = std::env::temp_dir().join("anypoll-relay-test-no-such-file.toml");
     let missing = missing.to_str().expect("utf-8");
@@ -130,7 +109,7 @@ fn config_file_runs_and_command_line_wins() {
     let server = EchoServer::start(7, v4());
     // The file names a server that does not exist; --server overrides it.
     let f = TempFile::new(
-        "good",
+        "good.toml",
         &format!(
             "listen = [\"127.0.0.1:0\"]\nserver = [\"{}\"]\ntimeout_client = \"20s\"\nsplice = \"never\"\n",
             dead_port()

@@ -32,26 +32,6 @@ fn try_connect(addr: SocketAddr) -> Result<(), io::ErrorKind> {
     TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop).map_err(|e| e.kind())
 }
 
-/// A config file removed on drop.
-struct TempFile(std::path::PathBuf);
-
-impl TempFile {
-    fn new(name: &str, text: &str) -> TempFile {
-        let p = std::env::temp_dir().join(format!("anypoll-sec-{}-{name}", std::process::id()));
-        std::fs::write(&p, text).expect("write config");
-        TempFile(p)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 path")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Runs the relay with `args` and checks where the stats listen: only
 /// 127.0.0.1 when `loopback_only`, every address otherwise.
 #[cfg(target_os = "linux")]

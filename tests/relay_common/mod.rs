@@ -704,3 +704,27 @@ pub fn reset(s: TcpStream) {
     assert_eq!(r, 0, "SO_LINGER: {}", io::Error::last_os_error());
     drop(s);
 }
+
+/// A file in the temp directory, named `anypoll-test-PID-NAME`, removed on
+/// drop: the config files of the relay tests.
+pub struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    /// Writes `text` to a new file named after `name` (and this process).
+    pub fn new(name: &str, text: &str) -> TempFile {
+        let p = std::env::temp_dir().join(format!("anypoll-test-{}-{name}", std::process::id()));
+        std::fs::write(&p, text).expect("write config");
+        TempFile(p)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
