@@ -136,19 +136,25 @@ pub fn closed_port() -> io::Result<SocketAddrV4> {
     Ok(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
 }
 
-/// Closes `stream` so that the peer gets a RST: `SO_LINGER {1, 0}`, then close.
-pub fn reset(stream: TcpStream) -> io::Result<()> {
+/// Sets `SO_LINGER {1, 0}` on socket `fd`: its close then sends a RST.
+pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
     let lg = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: `lg` is a valid linger struct that outlives the call; the size matches.
     cvt(unsafe {
         libc::setsockopt(
-            stream.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_LINGER,
             (&lg as *const libc::linger).cast(),
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         )
-    })?;
+    })
+    .map(drop)
+}
+
+/// Closes `stream` so that the peer gets a RST: `SO_LINGER {1, 0}`, then close.
+pub fn reset(stream: TcpStream) -> io::Result<()> {
+    set_linger_zero(stream.as_raw_fd())?;
     drop(stream);
     Ok(())
 }

@@ -561,17 +561,7 @@ impl Peer {
         };
         match self.end {
             PeerEnd::Reset => {
-                let lg = libc::linger { l_onoff: 1, l_linger: 0 };
-                // SAFETY: `lg` is a live linger struct and its size is passed.
-                unsafe {
-                    libc::setsockopt(
-                        f.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        libc::SO_LINGER,
-                        (&lg as *const libc::linger).cast(),
-                        std::mem::size_of_val(&lg) as libc::socklen_t,
-                    )
-                };
+                let _ = crate::net::set_linger_zero(f.as_raw_fd());
                 return got;
             }
             PeerEnd::Shutdown => {

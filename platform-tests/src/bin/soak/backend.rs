@@ -202,20 +202,10 @@ fn pump(e: &mut Echo, echoed: &AtomicU64) -> bool {
     }
 }
 
-/// Sets SO_LINGER to 0 so that the close sends an RST.
+/// Sets SO_LINGER to 0 so that the close sends an RST (best effort, as a
+/// chaos step).
 pub fn linger0(fd: i32) {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: `fd` is an open socket owned by the caller for the duration
-    // of the call; the option value is a valid `linger` of the size given.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    let _ = platform_tests::net::set_linger_zero(fd);
 }
 
 fn run(
