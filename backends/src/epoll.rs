@@ -106,9 +106,10 @@ mod imp {
                 .map_err(|e| context(NAME, "epoll_create1", None, e))?;
             // SAFETY: the fd was just created and belongs to nobody else.
             let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let waker = Arc::new(FdWaker::new()?);
+            let waker = Arc::new(FdWaker::new().map_err(|e| context(NAME, "waker (eventfd or pipe)", None, e))?);
             let ep = Epoll { epfd, slots: Slots::new(), native: Vec::new(), waker };
-            ep.ctl(libc::EPOLL_CTL_ADD, ep.waker.fd(), libc::EPOLLIN as u32, WAKER_DATA)?;
+            ep.ctl(libc::EPOLL_CTL_ADD, ep.waker.fd(), libc::EPOLLIN as u32, WAKER_DATA)
+                .map_err(|e| context(NAME, "epoll_ctl(ADD) of the waker", Some(ep.waker.fd()), e))?;
             Ok(ep)
         }
 

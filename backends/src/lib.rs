@@ -24,6 +24,10 @@
 //! * **Silence means silence.** An fd with an empty [`Interest`], or a
 //!   oneshot registration that fired and was not re-armed, reports nothing,
 //!   not even ERR/HUP.
+//! * **Errors say what failed and keep the errno.** A kernel error comes
+//!   back with its own [`io::ErrorKind`], wrapping an [`OpError`] that names
+//!   the backend, the operation and the fd and holds the original
+//!   `io::Error`; [`os_error`] digs out its errno.
 //! * **EINTR is not an error.** [`Poller::wait`] returns `Ok(0)` early so the
 //!   caller can look at its signals.
 //!
@@ -61,6 +65,7 @@ use std::time::Duration;
 mod any;
 pub mod compat;
 pub mod epoll;
+mod error;
 mod event;
 pub mod evports;
 pub mod kqueue;
@@ -72,6 +77,7 @@ mod sys;
 mod waker;
 
 pub use any::AnyPoller;
+pub use error::{os_error, OpError};
 pub use event::{Event, Events, Interest, Ready, Token, Trigger};
 pub use waker::Waker;
 
@@ -149,7 +155,8 @@ pub trait Poller {
     /// # Errors
     /// `Unsupported` for a trigger the backend cannot do (the message names
     /// both), `InvalidInput` for an fd beyond [`fd_limit`](Poller::fd_limit),
-    /// or the kernel's error, naming the fd and the backend.
+    /// or the kernel's error, naming the fd and the backend (an [`OpError`]
+    /// that keeps the original error: see [`os_error`] for its errno).
     fn add(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> io::Result<()>;
 
     /// Changes the interest, trigger or token of a registered fd. It also

@@ -124,7 +124,7 @@ mod imp {
     impl Poll {
         /// A new poll set with its waker.
         pub fn new() -> io::Result<Poll> {
-            let waker = Arc::new(FdWaker::new()?);
+            let waker = Arc::new(FdWaker::new().map_err(|e| context(NAME, "waker (eventfd or pipe)", None, e))?);
             let fds = vec![libc::pollfd { fd: waker.fd(), events: libc::POLLIN, revents: 0 }];
             Ok(Poll { fds, pos: Vec::new(), slots: Slots::new(), waker, cursor: 1 })
         }

@@ -13,12 +13,7 @@ pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// Adds context to a kernel error, keeping its kind and errno visible:
-/// `epoll: epoll_ctl(ADD) on fd 7: Bad file descriptor (os error 9)`.
-pub(crate) fn context(backend: &str, what: &str, fd: Option<RawFd>, err: io::Error) -> io::Error {
-    let on = fd.map(|fd| format!(" on fd {fd}")).unwrap_or_default();
-    io::Error::new(err.kind(), format!("{backend}: {what}{on}: {err}"))
-}
+pub(crate) use crate::error::context;
 
 /// A wait timeout in milliseconds for epoll_wait/poll: `None` is -1
 /// (forever), anything else is rounded *up*, so that a 0.5 ms timeout does
@@ -79,13 +74,5 @@ mod tests {
         assert_eq!(timeout_ms(Some(Duration::from_micros(500))), 1);
         assert_eq!(timeout_ms(Some(Duration::from_millis(10))), 10);
         assert_eq!(timeout_ms(Some(Duration::from_secs(u64::MAX))), libc::c_int::MAX);
-    }
-
-    #[test]
-    fn context_keeps_kind_and_names_fd() {
-        let e = context("epoll", "epoll_ctl(ADD)", Some(7), io::Error::from_raw_os_error(libc::EBADF));
-        assert_eq!(e.raw_os_error(), None);
-        assert_eq!(e.kind(), io::Error::from_raw_os_error(libc::EBADF).kind());
-        assert!(e.to_string().starts_with("epoll: epoll_ctl(ADD) on fd 7: "));
     }
 }
