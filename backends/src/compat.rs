@@ -11,6 +11,9 @@
 //! * ERR/HUP come through `polling`'s `is_err` and `is_interrupt`, which it
 //!   fills on Linux only ([`Capabilities::ERRHUP`](crate::Capabilities::ERRHUP) is claimed there alone);
 //!   half-close is not reported on its own (no `RDHUP`).
+//! * The wait timeout is `polling`'s: to the nanosecond on Linux and
+//!   Android (a timerfd), on the kqueue platforms and on illumos; whole
+//!   milliseconds, rounded up, where `polling` falls back to `poll`.
 //! * `polling`'s own wake-up events are invisible to the caller, so the
 //!   waker also raises a flag that the next wait turns into
 //!   [`Events::woken`](crate::Events::woken).
@@ -56,6 +59,25 @@ mod imp {
     use crate::{check_trigger, Capabilities, Event, Events, Interest, Poller, Token, Trigger, Waker};
 
     const NAME: &str = "compat";
+
+    /// `polling` sets a timerfd on Linux and Android and passes a
+    /// `timespec` to kqueue and event ports; its `poll` fallback, used
+    /// everywhere else, takes whole milliseconds (rounded up).
+    const RESOLUTION: Duration = if cfg!(any(
+        target_os = "linux",
+        target_os = "android",
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "dragonfly",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "illumos",
+        target_os = "solaris"
+    )) {
+        crate::sys::NANOSECOND
+    } else {
+        crate::sys::MILLISECOND
+    };
 
     struct Shared {
         poller: polling::Poller,
@@ -215,6 +237,10 @@ mod imp {
                 }
             }
             Ok(events.len())
+        }
+
+        fn timeout_resolution(&self) -> Duration {
+            RESOLUTION
         }
 
         fn waker(&self) -> Waker {

@@ -177,8 +177,41 @@ pub trait Poller {
     /// in `events` (cleared first). Returns how many there are.
     ///
     /// A [`Waker`] call makes it return with [`Events::woken`] set. A signal
-    /// makes it return `Ok(0)` early: EINTR is never an error.
+    /// makes it return `Ok(0)` early: EINTR is never an error. Otherwise a
+    /// wait with nothing ready does not return before `timeout`, and the
+    /// timeout reaches the kernel to the nanosecond where the kernel call
+    /// takes a `timespec`; where it takes whole milliseconds, the timeout is
+    /// rounded **up** (never early). [`timeout_resolution`](Poller::timeout_resolution)
+    /// says which.
+    ///
+    /// # Portability
+    ///
+    /// | backend | kernel call | resolution |
+    /// |---|---|---|
+    /// | epoll | `epoll_pwait2` (Linux ≥ 5.11) | 1 ns |
+    /// | epoll, older kernels | `epoll_wait`: the first wait's `ENOSYS` (or `EPERM` from a seccomp filter) switches to it | 1 ms, rounded up |
+    /// | poll | `ppoll` (Linux, Android, FreeBSD, DragonFly, NetBSD, OpenBSD, illumos, Solaris) | 1 ns |
+    /// | poll | `poll` (macOS, iOS and every other Unix) | 1 ms, rounded up |
+    /// | kqueue | `kevent` with a `timespec` (capped at 100,000,000 s, for macOS) | 1 ns |
+    /// | event ports | `port_getn` with a `timespec` (capped at `i32::MAX` s) | 1 ns |
+    /// | select | `select` with a `timeval`, rounded up | 1 µs |
+    /// | compat | `polling`: a timerfd on Linux and Android, a `timespec` on kqueue and event ports, `poll` (1 ms) elsewhere | as `polling` |
+    ///
+    /// Above these, the kernel adds its timer slack (50 µs by default on
+    /// Linux) and the scheduling delay; a cap only ever ends a very long wait
+    /// early with `Ok(0)`.
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize>;
+
+    /// The step in which this backend's wait timeout reaches the kernel: a
+    /// [`wait`](Poller::wait) ends no earlier than its timeout, and, load
+    /// aside, less than this plus the kernel's timer slack after it. See the
+    /// table on `wait`.
+    ///
+    /// The default, 1 ns, is right for a backend whose kernel call takes a
+    /// `timespec` (kqueue, event ports); others override it.
+    fn timeout_resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
 
     /// A handle that wakes this poller's [`wait`](Poller::wait) from any thread.
     fn waker(&self) -> Waker;

@@ -199,6 +199,11 @@ mod imp {
             Ok(events.len())
         }
 
+        fn timeout_resolution(&self) -> Duration {
+            // A timeval, rounded up to the next µs.
+            Duration::from_micros(1)
+        }
+
         fn waker(&self) -> Waker {
             Waker::new(self.waker.clone())
         }
