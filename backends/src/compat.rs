@@ -5,7 +5,8 @@
 //! it beside them. `polling` picks its own mechanism at compile time
 //! (epoll on Linux, kqueue on the BSDs, event ports on illumos, …).
 //!
-//! * Level and oneshot always; edge where `polling` supports it.
+//! * Level and oneshot always; edge and edge-oneshot where `polling`
+//!   supports edge.
 //! * `polling` retries EINTR inside its wait, so a signal does not end a
 //!   compat wait early (it still never comes out as an error).
 //! * ERR/HUP come through `polling`'s `is_err` and `is_interrupt`, which it
@@ -120,6 +121,7 @@ mod imp {
             Trigger::Level => PollMode::Level,
             Trigger::Edge => PollMode::Edge,
             Trigger::Oneshot => PollMode::Oneshot,
+            Trigger::EdgeOneshot => PollMode::EdgeOneshot,
         };
         (ev, mode)
     }
@@ -134,8 +136,9 @@ mod imp {
 
         fn caps(&self) -> Capabilities {
             let mut c = Capabilities::LEVEL | Capabilities::ONESHOT;
+            // `polling` does edge-oneshot wherever it does edge (epoll, kqueue).
             if self.shared.poller.supports_edge() {
-                c |= Capabilities::EDGE;
+                c |= Capabilities::EDGE | Capabilities::EDGE_ONESHOT;
             }
             if cfg!(any(target_os = "linux", target_os = "android")) {
                 c |= Capabilities::ERRHUP | Capabilities::O1;

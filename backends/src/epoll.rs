@@ -1,6 +1,8 @@
 //! The epoll backend (Linux, Android).
 //!
-//! * Level is the default, `EPOLLET` gives edge, `EPOLLONESHOT` oneshot.
+//! * Level is the default, `EPOLLET` gives edge, `EPOLLONESHOT` oneshot, and
+//!   both edge-oneshot. `EPOLL_CTL_MOD` re-arms a oneshot registration and
+//!   checks the fd at once, so re-arming with data still unread fires.
 //! * `EPOLLRDHUP` is always asked with read interest, so a peer's
 //!   half-close shows as [`Ready::READ_CLOSED`] without a recv.
 //! * ERR and HUP are reported whatever the interest; the shared slot table
@@ -214,6 +216,7 @@ mod imp {
                 Trigger::Level => 0,
                 Trigger::Edge => libc::EPOLLET as u32,
                 Trigger::Oneshot => libc::EPOLLONESHOT as u32,
+                Trigger::EdgeOneshot => (libc::EPOLLET | libc::EPOLLONESHOT) as u32,
             }
         }
 
@@ -259,6 +262,7 @@ mod imp {
             Capabilities::LEVEL
                 | Capabilities::EDGE
                 | Capabilities::ONESHOT
+                | Capabilities::EDGE_ONESHOT
                 | Capabilities::RDHUP
                 | Capabilities::ERRHUP
                 | Capabilities::O1

@@ -84,14 +84,14 @@ pub use waker::Waker;
 bitflags::bitflags! {
     /// What a backend can do. The core picks its strategy from these.
     ///
-    /// | backend | LEVEL | EDGE | ONESHOT | RDHUP | ERRHUP | O1 | BATCH | FD_LIMIT |
-    /// |---|---|---|---|---|---|---|---|---|
-    /// | epoll   | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |   |   |
-    /// | kqueue  | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |   |
-    /// | evports | ✓ |   | ✓ | ¹ | ⁴ | ✓ |   |   |
-    /// | poll    | ✓ |   | ✓ | ² | ✓ |   |   |   |
-    /// | select  | ✓ |   | ✓ |   |   |   |   | ✓ |
-    /// | compat  | ✓ | ³ | ✓ |   |   | ³ |   |   |
+    /// | backend | LEVEL | EDGE | ONESHOT | EDGE_ONESHOT | RDHUP | ERRHUP | O1 | BATCH | FD_LIMIT |
+    /// |---|---|---|---|---|---|---|---|---|---|
+    /// | epoll   | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |   |   |
+    /// | kqueue  | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |   |
+    /// | evports | ✓ |   | ✓ |   | ¹ | ⁴ | ✓ |   |   |
+    /// | poll    | ✓ |   | ✓ |   | ² | ✓ |   |   |   |
+    /// | select  | ✓ |   | ✓ |   |   |   |   |   | ✓ |
+    /// | compat  | ✓ | ³ | ✓ | ³ |   |   | ³ |   |   |
     ///
     /// ¹ only where the kernel defines POLLRDHUP; ² Linux only (POLLRDHUP);
     /// ³ as the `polling` crate does on this platform; ⁴ illumos reports a
@@ -121,6 +121,10 @@ bitflags::bitflags! {
         /// Only fds below a fixed limit can be registered (select's FD_SETSIZE);
         /// see [`Poller::fd_limit`].
         const FD_LIMIT = 1 << 7;
+        /// Edge-triggered oneshot registrations ([`Trigger::EdgeOneshot`]):
+        /// one event per arm, re-armed by `modify`. The event loop does not
+        /// use it; it is there for embedders that drive a [`Poller`] directly.
+        const EDGE_ONESHOT = 1 << 8;
     }
 }
 
@@ -226,11 +230,7 @@ pub trait Poller {
 /// The error for a trigger that `backend` cannot do. It names both, and what
 /// the backend can do instead.
 pub fn unsupported_trigger(backend: &str, caps: Capabilities, trigger: Trigger) -> io::Error {
-    let can: Vec<&str> = [Trigger::Level, Trigger::Edge, Trigger::Oneshot]
-        .into_iter()
-        .filter(|t| caps.allows(*t))
-        .map(Trigger::name)
-        .collect();
+    let can: Vec<&str> = Trigger::ALL.into_iter().filter(|t| caps.allows(*t)).map(Trigger::name).collect();
     io::Error::new(
         io::ErrorKind::Unsupported,
         format!(
@@ -247,5 +247,25 @@ pub(crate) fn check_trigger(backend: &str, caps: Capabilities, trigger: Trigger)
         Ok(())
     } else {
         Err(unsupported_trigger(backend, caps, trigger))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsupported_trigger_names_backend_trigger_and_what_it_can_do() {
+        let caps = Capabilities::LEVEL | Capabilities::ONESHOT;
+        let e = check_trigger("poll", caps, Trigger::EdgeOneshot).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert_eq!(
+            e.to_string(),
+            "the poll backend cannot do edge-oneshot-triggered registrations (it can do: level, oneshot)"
+        );
+        let all = Capabilities::LEVEL | Capabilities::EDGE | Capabilities::ONESHOT;
+        let e = unsupported_trigger("x", all | Capabilities::EDGE_ONESHOT, Trigger::Edge);
+        assert!(e.to_string().ends_with("(it can do: level, edge, oneshot, edge-oneshot)"), "{e}");
+        assert!(check_trigger("epoll", all | Capabilities::EDGE_ONESHOT, Trigger::EdgeOneshot).is_ok());
     }
 }
