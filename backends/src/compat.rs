@@ -68,10 +68,7 @@ mod imp {
         target_os = "linux",
         target_os = "android",
         target_vendor = "apple",
-        target_os = "freebsd",
-        target_os = "dragonfly",
-        target_os = "netbsd",
-        target_os = "openbsd",
+        anypoll_kqueue,
         target_os = "illumos",
         target_os = "solaris"
     )) {

@@ -112,17 +112,9 @@ mod imp {
 
     const NAME: &str = "poll";
 
-    /// `ppoll` where the platform has it: the timeout to the nanosecond.
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "dragonfly",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "illumos",
-        target_os = "solaris"
-    ))]
+    /// `ppoll` where the platform has it (`anypoll_ppoll`, see build.rs):
+    /// the timeout to the nanosecond.
+    #[cfg(anypoll_ppoll)]
     mod call {
         use std::time::Duration;
 
@@ -158,16 +150,7 @@ mod imp {
     }
 
     /// `poll` elsewhere (macOS, iOS, …): whole milliseconds, rounded up.
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "dragonfly",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "illumos",
-        target_os = "solaris"
-    )))]
+    #[cfg(not(anypoll_ppoll))]
     mod call {
         use std::time::Duration;
 
