@@ -107,7 +107,8 @@ mod imp {
         slots: Slots,
         native: Vec<libc::epoll_event>,
         waker: Arc<FdWaker>,
-        /// Whether to wait with `epoll_pwait2` (cleared on its first `ENOSYS`).
+        /// Whether to wait with `epoll_pwait2` (cleared when the kernel has no
+        /// such call: see [`pwait2_missing`]).
         pwait2: bool,
     }
 
