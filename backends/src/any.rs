@@ -71,6 +71,10 @@ impl Poller for AnyPoller {
         dispatch!(self, p => p.wait(events, timeout))
     }
     #[inline]
+    fn timeout_resolution(&self) -> Duration {
+        dispatch!(self, p => p.timeout_resolution())
+    }
+    #[inline]
     fn waker(&self) -> Waker {
         dispatch!(self, p => p.waker())
     }

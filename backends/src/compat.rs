@@ -5,12 +5,16 @@
 //! it beside them. `polling` picks its own mechanism at compile time
 //! (epoll on Linux, kqueue on the BSDs, event ports on illumos, …).
 //!
-//! * Level and oneshot always; edge where `polling` supports it.
+//! * Level and oneshot always; edge and edge-oneshot where `polling`
+//!   supports edge.
 //! * `polling` retries EINTR inside its wait, so a signal does not end a
 //!   compat wait early (it still never comes out as an error).
 //! * ERR/HUP come through `polling`'s `is_err` and `is_interrupt`, which it
 //!   fills on Linux only ([`Capabilities::ERRHUP`](crate::Capabilities::ERRHUP) is claimed there alone);
 //!   half-close is not reported on its own (no `RDHUP`).
+//! * The wait timeout is `polling`'s: to the nanosecond on Linux and
+//!   Android (a timerfd), on the kqueue platforms and on illumos; whole
+//!   milliseconds, rounded up, where `polling` falls back to `poll`.
 //! * `polling`'s own wake-up events are invisible to the caller, so the
 //!   waker also raises a flag that the next wait turns into
 //!   [`Events::woken`](crate::Events::woken).
@@ -57,6 +61,22 @@ mod imp {
 
     const NAME: &str = "compat";
 
+    /// `polling` sets a timerfd on Linux and Android and passes a
+    /// `timespec` to kqueue and event ports; its `poll` fallback, used
+    /// everywhere else, takes whole milliseconds (rounded up).
+    const RESOLUTION: Duration = if cfg!(any(
+        target_os = "linux",
+        target_os = "android",
+        target_vendor = "apple",
+        anypoll_kqueue,
+        target_os = "illumos",
+        target_os = "solaris"
+    )) {
+        crate::sys::NANOSECOND
+    } else {
+        crate::sys::MILLISECOND
+    };
+
     struct Shared {
         poller: polling::Poller,
         woken: AtomicBool,
@@ -98,6 +118,7 @@ mod imp {
             Trigger::Level => PollMode::Level,
             Trigger::Edge => PollMode::Edge,
             Trigger::Oneshot => PollMode::Oneshot,
+            Trigger::EdgeOneshot => PollMode::EdgeOneshot,
         };
         (ev, mode)
     }
@@ -112,8 +133,9 @@ mod imp {
 
         fn caps(&self) -> Capabilities {
             let mut c = Capabilities::LEVEL | Capabilities::ONESHOT;
+            // `polling` does edge-oneshot wherever it does edge (epoll, kqueue).
             if self.shared.poller.supports_edge() {
-                c |= Capabilities::EDGE;
+                c |= Capabilities::EDGE | Capabilities::EDGE_ONESHOT;
             }
             if cfg!(any(target_os = "linux", target_os = "android")) {
                 c |= Capabilities::ERRHUP | Capabilities::O1;
@@ -215,6 +237,10 @@ mod imp {
                 }
             }
             Ok(events.len())
+        }
+
+        fn timeout_resolution(&self) -> Duration {
+            RESOLUTION
         }
 
         fn waker(&self) -> Waker {

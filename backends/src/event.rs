@@ -34,10 +34,29 @@ impl Interest {
 /// | `Level` | every wait while the condition holds | epoll default, kqueue default, poll, select; event ports by re-associating after each event |
 /// | `Edge` | once per change of state; the caller must drain to EAGAIN | `EPOLLET`, kqueue `EV_CLEAR` |
 /// | `Oneshot` | once, then silence until [`modify`](crate::Poller::modify) | `EPOLLONESHOT`, kqueue `EV_DISPATCH`, event ports natively, poll/select by dropping the fd from the set |
+/// | `EdgeOneshot` | once per arm, then silence until `modify`; re-arming with the condition still true fires at once | `EPOLLET \| EPOLLONESHOT`, kqueue `EV_CLEAR \| EV_DISPATCH`, `polling`'s `PollMode::EdgeOneshot` |
 ///
 /// A backend that cannot do a trigger refuses it with an error that names the
 /// backend and the trigger: edge is never emulated with level (the way
 /// libevent does), because a program written for edge then spins.
+///
+/// # Portability
+///
+/// | backend | `Level` | `Edge` | `Oneshot` | `EdgeOneshot` |
+/// |---|---|---|---|---|
+/// | epoll | ✓ | ✓ | ✓ | ✓ |
+/// | kqueue | ✓ | ✓ | ✓ | ✓ |
+/// | event ports | ✓ | — | ✓ | — |
+/// | poll | ✓ | — | ✓ | — |
+/// | select | ✓ | — | ✓ | — |
+/// | compat | ✓ | where `polling` has edge (epoll, kqueue) | ✓ | as `Edge` |
+///
+/// `—` is an [`Unsupported`](std::io::ErrorKind::Unsupported) error; check
+/// [`Capabilities::allows`] first. kqueue's `EdgeOneshot` uses
+/// `EV_DISPATCH` (the knote is disabled after one event and re-enabled by
+/// `modify`) rather than `EV_ONESHOT` (deleted after one event), so that
+/// it keeps the same knote bookkeeping as `Oneshot`; what the caller sees
+/// is the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Trigger {
     /// Level-triggered.
@@ -46,15 +65,22 @@ pub enum Trigger {
     Edge,
     /// Oneshot: disarmed after one event.
     Oneshot,
+    /// Edge-triggered and oneshot: one event per arm, then disarmed until
+    /// `modify`.
+    EdgeOneshot,
 }
 
 impl Trigger {
-    /// `"level"`, `"edge"` or `"oneshot"`.
+    /// Every trigger, in the order of the table above.
+    pub const ALL: [Trigger; 4] = [Trigger::Level, Trigger::Edge, Trigger::Oneshot, Trigger::EdgeOneshot];
+
+    /// `"level"`, `"edge"`, `"oneshot"` or `"edge-oneshot"`.
     pub fn name(self) -> &'static str {
         match self {
             Trigger::Level => "level",
             Trigger::Edge => "edge",
             Trigger::Oneshot => "oneshot",
+            Trigger::EdgeOneshot => "edge-oneshot",
         }
     }
 
@@ -64,7 +90,14 @@ impl Trigger {
             Trigger::Level => Capabilities::LEVEL,
             Trigger::Edge => Capabilities::EDGE,
             Trigger::Oneshot => Capabilities::ONESHOT,
+            Trigger::EdgeOneshot => Capabilities::EDGE_ONESHOT,
         }
+    }
+
+    /// Whether a registration with this trigger is disarmed by its event
+    /// until `modify` (`Oneshot` and `EdgeOneshot`).
+    pub fn is_oneshot(self) -> bool {
+        matches!(self, Trigger::Oneshot | Trigger::EdgeOneshot)
     }
 }
 
@@ -235,6 +268,21 @@ mod tests {
         let r = (Ready::READABLE | Ready::WRITABLE | Ready::ERROR | Ready::HUP).normalize();
         assert_eq!(r, Ready::ERROR | Ready::HUP | Ready::READ_CLOSED);
         assert_eq!(Ready::READABLE.normalize(), Ready::READABLE);
+    }
+
+    #[test]
+    fn every_trigger_has_its_own_name_and_capability() {
+        for (i, a) in Trigger::ALL.iter().enumerate() {
+            assert_eq!(a.capability().bits().count_ones(), 1, "{a:?}");
+            for b in &Trigger::ALL[i + 1..] {
+                assert_ne!(a.name(), b.name());
+                assert!(!a.capability().intersects(b.capability()), "{a:?} and {b:?}");
+            }
+        }
+        let oneshots: Vec<Trigger> = Trigger::ALL.into_iter().filter(|t| t.is_oneshot()).collect();
+        assert_eq!(oneshots, [Trigger::Oneshot, Trigger::EdgeOneshot]);
+        // Edge and oneshot together are not edge-oneshot: a backend claims it on its own.
+        assert!(!(Capabilities::EDGE | Capabilities::ONESHOT).allows(Trigger::EdgeOneshot));
     }
 
     #[test]

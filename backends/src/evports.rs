@@ -145,7 +145,7 @@ pub fn mask(interest: Interest, rdhup: i16) -> i32 {
 #[cfg_attr(not(any(target_os = "illumos", target_os = "solaris")), allow(dead_code))]
 pub(crate) fn desired_mask(trigger: Trigger, watched: Interest, rdhup: i16) -> Option<i32> {
     match trigger {
-        Trigger::Edge => None,
+        Trigger::Edge | Trigger::EdgeOneshot => None,
         Trigger::Level | Trigger::Oneshot if watched.is_empty() => None,
         Trigger::Level | Trigger::Oneshot => Some(mask(watched, rdhup)),
     }

@@ -267,6 +267,7 @@ fn trigger_flag(trigger: Trigger) -> u16 {
         Trigger::Level => 0,
         Trigger::Edge => bits::EV_CLEAR,
         Trigger::Oneshot => bits::EV_DISPATCH,
+        Trigger::EdgeOneshot => bits::EV_CLEAR | bits::EV_DISPATCH,
     }
 }
 
@@ -934,7 +935,7 @@ mod imp {
                     events.push(Event { token, fd, ready });
                 }
                 let Some(slot) = slots.get(fd) else { return };
-                if slot.trigger == Trigger::Oneshot && !slot.armed {
+                if slot.trigger.is_oneshot() && !slot.armed {
                     for f in Filter::BOTH {
                         let fired = group.iter().any(|i| i.ev.filter == f && i.ev.flags & bits::EV_ERROR == 0);
                         if slot.interest.contains(f.interest()) && !fired {
@@ -955,6 +956,7 @@ mod imp {
             Capabilities::LEVEL
                 | Capabilities::EDGE
                 | Capabilities::ONESHOT
+                | Capabilities::EDGE_ONESHOT
                 | Capabilities::RDHUP
                 | Capabilities::ERRHUP
                 | Capabilities::O1

@@ -24,6 +24,10 @@
 //! * **Silence means silence.** An fd with an empty [`Interest`], or a
 //!   oneshot registration that fired and was not re-armed, reports nothing,
 //!   not even ERR/HUP.
+//! * **Errors say what failed and keep the errno.** A kernel error comes
+//!   back with its own [`io::ErrorKind`], wrapping an [`OpError`] that names
+//!   the backend, the operation and the fd and holds the original
+//!   `io::Error`; [`os_error`] digs out its errno.
 //! * **EINTR is not an error.** [`Poller::wait`] returns `Ok(0)` early so the
 //!   caller can look at its signals.
 //!
@@ -61,6 +65,7 @@ use std::time::Duration;
 mod any;
 pub mod compat;
 pub mod epoll;
+mod error;
 mod event;
 pub mod evports;
 pub mod kqueue;
@@ -72,20 +77,21 @@ mod sys;
 mod waker;
 
 pub use any::AnyPoller;
+pub use error::{os_error, OpError};
 pub use event::{Event, Events, Interest, Ready, Token, Trigger};
 pub use waker::Waker;
 
 bitflags::bitflags! {
     /// What a backend can do. The core picks its strategy from these.
     ///
-    /// | backend | LEVEL | EDGE | ONESHOT | RDHUP | ERRHUP | O1 | BATCH | FD_LIMIT |
-    /// |---|---|---|---|---|---|---|---|---|
-    /// | epoll   | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |   |   |
-    /// | kqueue  | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |   |
-    /// | evports | ✓ |   | ✓ | ¹ | ⁴ | ✓ |   |   |
-    /// | poll    | ✓ |   | ✓ | ² | ✓ |   |   |   |
-    /// | select  | ✓ |   | ✓ |   |   |   |   | ✓ |
-    /// | compat  | ✓ | ³ | ✓ |   |   | ³ |   |   |
+    /// | backend | LEVEL | EDGE | ONESHOT | EDGE_ONESHOT | RDHUP | ERRHUP | O1 | BATCH | FD_LIMIT |
+    /// |---|---|---|---|---|---|---|---|---|---|
+    /// | epoll   | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |   |   |
+    /// | kqueue  | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |   |
+    /// | evports | ✓ |   | ✓ |   | ¹ | ⁴ | ✓ |   |   |
+    /// | poll    | ✓ |   | ✓ |   | ² | ✓ |   |   |   |
+    /// | select  | ✓ |   | ✓ |   |   |   |   |   | ✓ |
+    /// | compat  | ✓ | ³ | ✓ | ³ |   |   | ³ |   |   |
     ///
     /// ¹ only where the kernel defines POLLRDHUP; ² Linux only (POLLRDHUP);
     /// ³ as the `polling` crate does on this platform; ⁴ illumos reports a
@@ -115,6 +121,10 @@ bitflags::bitflags! {
         /// Only fds below a fixed limit can be registered (select's FD_SETSIZE);
         /// see [`Poller::fd_limit`].
         const FD_LIMIT = 1 << 7;
+        /// Edge-triggered oneshot registrations ([`Trigger::EdgeOneshot`]):
+        /// one event per arm, re-armed by `modify`. The event loop does not
+        /// use it; it is there for embedders that drive a [`Poller`] directly.
+        const EDGE_ONESHOT = 1 << 8;
     }
 }
 
@@ -149,7 +159,8 @@ pub trait Poller {
     /// # Errors
     /// `Unsupported` for a trigger the backend cannot do (the message names
     /// both), `InvalidInput` for an fd beyond [`fd_limit`](Poller::fd_limit),
-    /// or the kernel's error, naming the fd and the backend.
+    /// or the kernel's error, naming the fd and the backend (an [`OpError`]
+    /// that keeps the original error: see [`os_error`] for its errno).
     fn add(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> io::Result<()>;
 
     /// Changes the interest, trigger or token of a registered fd. It also
@@ -170,8 +181,41 @@ pub trait Poller {
     /// in `events` (cleared first). Returns how many there are.
     ///
     /// A [`Waker`] call makes it return with [`Events::woken`] set. A signal
-    /// makes it return `Ok(0)` early: EINTR is never an error.
+    /// makes it return `Ok(0)` early: EINTR is never an error. Otherwise a
+    /// wait with nothing ready does not return before `timeout`, and the
+    /// timeout reaches the kernel to the nanosecond where the kernel call
+    /// takes a `timespec`; where it takes whole milliseconds, the timeout is
+    /// rounded **up** (never early). [`timeout_resolution`](Poller::timeout_resolution)
+    /// says which.
+    ///
+    /// # Portability
+    ///
+    /// | backend | kernel call | resolution |
+    /// |---|---|---|
+    /// | epoll | `epoll_pwait2` (Linux ≥ 5.11) | 1 ns |
+    /// | epoll, older kernels | `epoll_wait`: the first wait's `ENOSYS` (or `EPERM` from a seccomp filter) switches to it | 1 ms, rounded up |
+    /// | poll | `ppoll` (Linux, Android, FreeBSD, DragonFly, NetBSD, OpenBSD, illumos, Solaris) | 1 ns |
+    /// | poll | `poll` (macOS, iOS and every other Unix) | 1 ms, rounded up |
+    /// | kqueue | `kevent` with a `timespec` (capped at 100,000,000 s, for macOS) | 1 ns |
+    /// | event ports | `port_getn` with a `timespec` (capped at `i32::MAX` s) | 1 ns |
+    /// | select | `select` with a `timeval`, rounded up | 1 µs |
+    /// | compat | `polling`: a timerfd on Linux and Android, a `timespec` on kqueue and event ports, `poll` (1 ms) elsewhere | as `polling` |
+    ///
+    /// Above these, the kernel adds its timer slack (50 µs by default on
+    /// Linux) and the scheduling delay; a cap only ever ends a very long wait
+    /// early with `Ok(0)`.
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize>;
+
+    /// The step in which this backend's wait timeout reaches the kernel: a
+    /// [`wait`](Poller::wait) ends no earlier than its timeout, and, load
+    /// aside, less than this plus the kernel's timer slack after it. See the
+    /// table on `wait`.
+    ///
+    /// The default, 1 ns, is right for a backend whose kernel call takes a
+    /// `timespec` (kqueue, event ports); others override it.
+    fn timeout_resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
 
     /// A handle that wakes this poller's [`wait`](Poller::wait) from any thread.
     fn waker(&self) -> Waker;
@@ -186,11 +230,7 @@ pub trait Poller {
 /// The error for a trigger that `backend` cannot do. It names both, and what
 /// the backend can do instead.
 pub fn unsupported_trigger(backend: &str, caps: Capabilities, trigger: Trigger) -> io::Error {
-    let can: Vec<&str> = [Trigger::Level, Trigger::Edge, Trigger::Oneshot]
-        .into_iter()
-        .filter(|t| caps.allows(*t))
-        .map(Trigger::name)
-        .collect();
+    let can: Vec<&str> = Trigger::ALL.into_iter().filter(|t| caps.allows(*t)).map(Trigger::name).collect();
     io::Error::new(
         io::ErrorKind::Unsupported,
         format!(
@@ -207,5 +247,25 @@ pub(crate) fn check_trigger(backend: &str, caps: Capabilities, trigger: Trigger)
         Ok(())
     } else {
         Err(unsupported_trigger(backend, caps, trigger))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsupported_trigger_names_backend_trigger_and_what_it_can_do() {
+        let caps = Capabilities::LEVEL | Capabilities::ONESHOT;
+        let e = check_trigger("poll", caps, Trigger::EdgeOneshot).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert_eq!(
+            e.to_string(),
+            "the poll backend cannot do edge-oneshot-triggered registrations (it can do: level, oneshot)"
+        );
+        let all = Capabilities::LEVEL | Capabilities::EDGE | Capabilities::ONESHOT;
+        let e = unsupported_trigger("x", all | Capabilities::EDGE_ONESHOT, Trigger::Edge);
+        assert!(e.to_string().ends_with("(it can do: level, edge, oneshot, edge-oneshot)"), "{e}");
+        assert!(check_trigger("epoll", all | Capabilities::EDGE_ONESHOT, Trigger::EdgeOneshot).is_ok());
     }
 }

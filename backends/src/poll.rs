@@ -11,6 +11,12 @@
 //!   array with a negative fd, which poll skips; so poll reports no
 //!   ERR/HUP for it either.
 //! * The cost of a wait grows with the registered fds.
+//! * The wait timeout goes to the kernel to the nanosecond with `ppoll`
+//!   (a null sigmask) on Linux, Android, FreeBSD, DragonFly, NetBSD,
+//!   OpenBSD, illumos and Solaris. macOS and iOS have no `ppoll`: there,
+//!   and on any other Unix, `poll` takes whole milliseconds, rounded **up**
+//!   (a 100 µs wait takes 1 ms, never less), and
+//!   [`timeout_resolution`](crate::Poller::timeout_resolution) says 1 ms.
 
 use crate::Ready;
 
@@ -89,7 +95,7 @@ mod imp {
 
     use super::{bits, mask, translate, RDHUP_HERE};
     use crate::slots::Slots;
-    use crate::sys::{context, cvt, timeout_ms};
+    use crate::sys::{context, cvt};
     use crate::waker::FdWaker;
     use crate::{check_trigger, Capabilities, Event, Events, Interest, Poller, Token, Trigger, Waker};
 
@@ -105,6 +111,59 @@ mod imp {
     const _: () = assert!(bits::LINUX_RDHUP == libc::POLLRDHUP);
 
     const NAME: &str = "poll";
+
+    /// `ppoll` where the platform has it (`anypoll_ppoll`, see build.rs):
+    /// the timeout to the nanosecond.
+    #[cfg(anypoll_ppoll)]
+    mod call {
+        use std::time::Duration;
+
+        /// The syscall, for error messages.
+        pub const POLL_CALL: &str = "ppoll";
+        pub const RESOLUTION: Duration = crate::sys::NANOSECOND;
+        /// A cap that no `ppoll` refuses as too long (68 years; a capped
+        /// wait only ends early with nothing).
+        const MAX_WAIT: Duration = Duration::from_secs(i32::MAX as u64);
+
+        // The libc crate has no ppoll for illumos and Solaris, which have
+        // had it in libc since Solaris 10.
+        #[cfg(any(target_os = "illumos", target_os = "solaris"))]
+        extern "C" {
+            fn ppoll(
+                fds: *mut libc::pollfd,
+                nfds: libc::nfds_t,
+                timeout: *const libc::timespec,
+                sigmask: *const libc::sigset_t,
+            ) -> libc::c_int;
+        }
+        #[cfg(not(any(target_os = "illumos", target_os = "solaris")))]
+        use libc::ppoll;
+
+        pub fn sys_poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> libc::c_int {
+            let ts = crate::sys::timespec(timeout.map(|d| d.min(MAX_WAIT)));
+            let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: `fds` is a valid array of `len` pollfds; `tsp` is null
+            // or points to a timespec that outlives the call; a null sigmask
+            // leaves the signal mask alone.
+            unsafe { ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, tsp, std::ptr::null()) }
+        }
+    }
+
+    /// `poll` elsewhere (macOS, iOS, …): whole milliseconds, rounded up.
+    #[cfg(not(anypoll_ppoll))]
+    mod call {
+        use std::time::Duration;
+
+        /// The syscall, for error messages.
+        pub const POLL_CALL: &str = "poll";
+        pub const RESOLUTION: Duration = crate::sys::MILLISECOND;
+
+        pub fn sys_poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> libc::c_int {
+            // SAFETY: `fds` is a valid array of `len` pollfds.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, crate::sys::timeout_ms(timeout)) }
+        }
+    }
+    use call::{sys_poll, POLL_CALL, RESOLUTION};
     const NONE: u32 = u32::MAX;
 
     /// The poll backend. See the [module docs](super).
@@ -124,7 +183,7 @@ mod imp {
     impl Poll {
         /// A new poll set with its waker.
         pub fn new() -> io::Result<Poll> {
-            let waker = Arc::new(FdWaker::new()?);
+            let waker = Arc::new(FdWaker::new().map_err(|e| context(NAME, "waker (eventfd or pipe)", None, e))?);
             let fds = vec![libc::pollfd { fd: waker.fd(), events: libc::POLLIN, revents: 0 }];
             Ok(Poll { fds, pos: Vec::new(), slots: Slots::new(), waker, cursor: 1 })
         }
@@ -188,12 +247,10 @@ mod imp {
 
         fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
             events.clear();
-            // SAFETY: `fds` is a valid array of `len` pollfds.
-            let n = unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, timeout_ms(timeout)) };
-            let mut left = match cvt(n) {
+            let mut left = match cvt(sys_poll(&mut self.fds, timeout)) {
                 Ok(n) => n as usize,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
-                Err(e) => return Err(context(NAME, "poll", None, e)),
+                Err(e) => return Err(context(NAME, POLL_CALL, None, e)),
             };
             if left > 0 && self.fds[0].revents != 0 {
                 self.fds[0].revents = 0;
@@ -229,6 +286,10 @@ mod imp {
                 pfd.revents = 0;
             }
             Ok(events.len())
+        }
+
+        fn timeout_resolution(&self) -> Duration {
+            RESOLUTION
         }
 
         fn waker(&self) -> Waker {

@@ -85,7 +85,7 @@ mod imp {
     impl Select {
         /// A new select backend with its waker.
         pub fn new() -> io::Result<Select> {
-            let waker = Arc::new(FdWaker::new()?);
+            let waker = Arc::new(FdWaker::new().map_err(|e| context(NAME, "waker (eventfd or pipe)", None, e))?);
             if waker.fd() as usize >= FD_SETSIZE {
                 return Err(too_big(waker.fd()));
             }
@@ -197,6 +197,11 @@ mod imp {
                 }
             }
             Ok(events.len())
+        }
+
+        fn timeout_resolution(&self) -> Duration {
+            // A timeval, rounded up to the next µs.
+            Duration::from_micros(1)
         }
 
         fn waker(&self) -> Waker {

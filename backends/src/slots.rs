@@ -165,7 +165,7 @@ impl Slots {
         if ready.is_empty() {
             return None;
         }
-        if slot.trigger == Trigger::Oneshot {
+        if slot.trigger.is_oneshot() {
             slot.armed = false;
         }
         Some((slot.token, ready))
@@ -214,6 +214,12 @@ mod tests {
         assert!(s.accept(3, Some(slot.gen), Ready::READABLE).is_some());
         assert!(s.accept(3, Some(slot.gen), Ready::READABLE).is_none());
         s.update("t", 3, Token(9), Interest::READ, Trigger::Oneshot).unwrap();
+        assert!(s.accept(3, Some(slot.gen), Ready::READABLE).is_some());
+        // Edge-oneshot disarms the same way.
+        s.update("t", 3, Token(9), Interest::READ, Trigger::EdgeOneshot).unwrap();
+        assert!(s.accept(3, Some(slot.gen), Ready::READABLE).is_some());
+        assert!(s.accept(3, Some(slot.gen), Ready::READABLE).is_none());
+        s.update("t", 3, Token(9), Interest::READ, Trigger::EdgeOneshot).unwrap();
         assert!(s.accept(3, Some(slot.gen), Ready::READABLE).is_some());
     }
 

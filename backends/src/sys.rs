@@ -13,16 +13,21 @@ pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// Adds context to a kernel error, keeping its kind and errno visible:
-/// `epoll: epoll_ctl(ADD) on fd 7: Bad file descriptor (os error 9)`.
-pub(crate) fn context(backend: &str, what: &str, fd: Option<RawFd>, err: io::Error) -> io::Error {
-    let on = fd.map(|fd| format!(" on fd {fd}")).unwrap_or_default();
-    io::Error::new(err.kind(), format!("{backend}: {what}{on}: {err}"))
-}
+pub(crate) use crate::error::context;
 
-/// A wait timeout in milliseconds for epoll_wait/poll: `None` is -1
-/// (forever), anything else is rounded *up*, so that a 0.5 ms timeout does
-/// not become a busy 0 ms one and a 10 ms timeout never returns before 10 ms.
+/// The resolution of a backend whose kernel call takes a `timespec` (or
+/// `polling`'s timerfd): the timeout reaches the kernel unrounded.
+pub(crate) const NANOSECOND: Duration = Duration::from_nanos(1);
+/// The resolution of a backend that has only a millisecond wait
+/// (epoll_wait, poll): see [`timeout_ms`].
+pub(crate) const MILLISECOND: Duration = Duration::from_millis(1);
+
+/// A wait timeout in milliseconds, for the calls that have nothing finer
+/// (epoll_wait where the kernel lacks epoll_pwait2, poll where there is no
+/// ppoll): `None` is -1 (forever), anything else is rounded *up*, so that a
+/// 0.5 ms timeout does not become a busy 0 ms one and a wait never returns
+/// before its timeout.
+#[allow(dead_code)] // only where epoll or a poll without ppoll is built
 pub(crate) fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
     match timeout {
         None => -1,
@@ -33,8 +38,8 @@ pub(crate) fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
     }
 }
 
-/// A wait timeout as a `timespec` (kqueue, event ports); `None` is forever.
-#[allow(dead_code)]
+/// A wait timeout as a `timespec` (ppoll, kqueue, event ports), to the
+/// nanosecond; `None` is forever.
 pub(crate) fn timespec(timeout: Option<Duration>) -> Option<libc::timespec> {
     timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
@@ -79,13 +84,14 @@ mod tests {
         assert_eq!(timeout_ms(Some(Duration::from_micros(500))), 1);
         assert_eq!(timeout_ms(Some(Duration::from_millis(10))), 10);
         assert_eq!(timeout_ms(Some(Duration::from_secs(u64::MAX))), libc::c_int::MAX);
+        // Never early: 1 ns past a whole millisecond is one more.
+        assert_eq!(timeout_ms(Some(Duration::from_nanos(3_000_001))), 4);
     }
 
     #[test]
-    fn context_keeps_kind_and_names_fd() {
-        let e = context("epoll", "epoll_ctl(ADD)", Some(7), io::Error::from_raw_os_error(libc::EBADF));
-        assert_eq!(e.raw_os_error(), None);
-        assert_eq!(e.kind(), io::Error::from_raw_os_error(libc::EBADF).kind());
-        assert!(e.to_string().starts_with("epoll: epoll_ctl(ADD) on fd 7: "));
+    fn timespec_is_not_rounded() {
+        assert!(timespec(None).is_none());
+        let ts = timespec(Some(Duration::new(3, 100_001))).unwrap();
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (3, 100_001));
     }
 }

@@ -499,31 +499,37 @@ fn lacks_edge(s: &Subject) -> Result<(), String> {
     }
 }
 
-fn check_unsupported(name: &str, what: &str, r: io::Result<()>) -> Result<(), Stop> {
+/// `r` must be the loud refusal of a trigger spelled `t`: `Unsupported`,
+/// naming the backend and the trigger.
+fn check_unsupported(name: &str, what: &str, t: &str, r: io::Result<()>) -> Result<(), Stop> {
     let e = match r {
-        Ok(()) => return Err(Stop::Fail(format!("{what} with Trigger::Edge succeeded on {name}, which has no EDGE"))),
+        Ok(()) => {
+            return Err(Stop::Fail(format!("{what} with the {t} trigger succeeded on {name}, which cannot do it")))
+        }
         Err(e) => e,
     };
-    ensure!(e.kind() == io::ErrorKind::Unsupported, "{what} with Trigger::Edge: expected Unsupported, got {e:?}");
+    ensure!(e.kind() == io::ErrorKind::Unsupported, "{what} with the {t} trigger: expected Unsupported, got {e:?}");
     let msg = e.to_string();
     ensure!(
-        msg.contains(name) && msg.contains("edge"),
-        "{what} with Trigger::Edge: the error must name the backend and \"edge\": {msg:?}"
+        msg.contains(name) && msg.contains(t),
+        "{what} with the {t} trigger: the error must name the backend and {t:?}: {msg:?}"
     );
     Ok(())
 }
 
-fn edge_refused(p: &mut AnyPoller) -> Result<(), Stop> {
+/// A refused `trigger` (spelled `t` in the error) leaves nothing behind on
+/// add, and keeps the level registration on modify.
+fn trigger_refused(p: &mut AnyPoller, trigger: Trigger, t: &str) -> Result<(), Stop> {
     let name = p.name();
     let (mut a, b) = net::unix_pair().ctx("socketpair")?;
     let mut ev = Events::with_capacity(16);
-    check_unsupported(name, "add", p.add(fd_of(&b), T1, Interest::READ, Trigger::Edge))?;
+    check_unsupported(name, "add", t, p.add(fd_of(&b), T1, Interest::READ, trigger))?;
     match p.delete(fd_of(&b)) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         other => return Err(Stop::Fail(format!("a refused add must leave nothing registered; delete gave {other:?}"))),
     }
     p.add(fd_of(&b), T1, Interest::READ, Trigger::Level).ctx("add (level)")?;
-    check_unsupported(name, "modify", p.modify(fd_of(&b), T2, Interest::READ, Trigger::Edge))?;
+    check_unsupported(name, "modify", t, p.modify(fd_of(&b), T2, Interest::READ, trigger))?;
     // The level registration is untouched: same token, still level.
     a.write_all(b"x").ctx("write")?;
     for _ in 0..2 {
@@ -535,6 +541,87 @@ fn edge_refused(p: &mut AnyPoller) -> Result<(), Stop> {
     }
     p.delete(fd_of(&b)).ctx("delete")?;
     Ok(())
+}
+
+fn edge_refused(p: &mut AnyPoller) -> Result<(), Stop> {
+    trigger_refused(p, Trigger::Edge, "edge")
+}
+
+fn needs_edge_oneshot(s: &Subject) -> Result<(), String> {
+    if s.caps.contains(Capabilities::EDGE_ONESHOT) {
+        Ok(())
+    } else {
+        Err(format!("{} cannot do edge-oneshot registrations (see edge_oneshot_refused)", s.name))
+    }
+}
+
+fn lacks_edge_oneshot(s: &Subject) -> Result<(), String> {
+    if s.caps.contains(Capabilities::EDGE_ONESHOT) {
+        Err(format!("{} can do edge-oneshot registrations (see edge_oneshot_once_per_arm)", s.name))
+    } else {
+        Ok(())
+    }
+}
+
+/// Adds context to a failure of an edge-oneshot step.
+fn step<T>(what: &str, r: Result<T, Stop>) -> Result<T, Stop> {
+    r.map_err(|e| match e {
+        Stop::Fail(m) => Stop::Fail(format!("edge-oneshot, {what}: {m}")),
+        s => s,
+    })
+}
+
+fn edge_oneshot_once_per_arm(p: &mut AnyPoller) -> Result<(), Stop> {
+    let (mut a, mut b) = net::unix_pair().ctx("socketpair")?;
+    let mut ev = Events::with_capacity(16);
+    p.add(fd_of(&b), T1, Interest::READ, Trigger::EdgeOneshot).ctx("add")?;
+    quiet(p, &mut ev, "edge-oneshot: armed, nothing to read yet")?;
+    a.write_all(b"x").ctx("write")?;
+    let r = step("the first write", one_for(&wait_checked(p, &mut ev, Some(SOON))?, T1, fd_of(&b)))?;
+    ensure!(r == Ready::READABLE, "edge-oneshot: expected READABLE, got {r:?}");
+    quiet(p, &mut ev, "edge-oneshot: after it fired (data unread)")?;
+    // A new edge while disarmed: still nothing.
+    a.write_all(b"y").ctx("write")?;
+    quiet(p, &mut ev, "edge-oneshot: new data while disarmed, before modify")?;
+    // Drained, then re-armed: no data, so no event until the next write.
+    let n = net::drain(&mut b).ctx("recv")?;
+    ensure!(n == 2, "read {n} bytes, expected 2");
+    p.modify(fd_of(&b), T1, Interest::READ, Trigger::EdgeOneshot).ctx("modify (re-arm, drained)")?;
+    quiet(p, &mut ev, "edge-oneshot: re-armed with nothing to read")?;
+    a.write_all(b"z").ctx("write")?;
+    let r = step("a write after the re-arm", one_for(&wait_checked(p, &mut ev, Some(SOON))?, T1, fd_of(&b)))?;
+    ensure!(r == Ready::READABLE, "edge-oneshot re-armed: expected READABLE, got {r:?}");
+    quiet(p, &mut ev, "edge-oneshot: after the second arm fired")?;
+    net::drain(&mut b).ctx("recv")?;
+    p.delete(fd_of(&b)).ctx("delete")?;
+    Ok(())
+}
+
+/// What epoll does (`EPOLL_CTL_MOD` polls the fd): re-arming while data is
+/// still unread fires at once, although no new data came; kqueue's
+/// `EV_ENABLE` re-checks the filter the same way.
+fn edge_oneshot_rearm_pending(p: &mut AnyPoller) -> Result<(), Stop> {
+    let (mut a, mut b) = net::unix_pair().ctx("socketpair")?;
+    let mut ev = Events::with_capacity(16);
+    p.add(fd_of(&b), T1, Interest::READ, Trigger::EdgeOneshot).ctx("add")?;
+    a.write_all(b"x").ctx("write")?;
+    step("the write", one_for(&wait_checked(p, &mut ev, Some(SOON))?, T1, fd_of(&b)))?;
+    quiet(p, &mut ev, "edge-oneshot: after it fired (data unread)")?;
+    p.modify(fd_of(&b), T2, Interest::READ, Trigger::EdgeOneshot).ctx("modify (re-arm, data pending)")?;
+    let r = step(
+        "re-armed with data unread, it must fire (as epoll does)",
+        one_for(&wait_checked(p, &mut ev, Some(SOON))?, T2, fd_of(&b)),
+    )?;
+    ensure!(r == Ready::READABLE, "edge-oneshot re-armed over pending data: expected READABLE, got {r:?}");
+    quiet(p, &mut ev, "edge-oneshot: after the re-arm fired (data still unread)")?;
+    let n = net::drain(&mut b).ctx("recv")?;
+    ensure!(n == 1, "read {n} bytes, expected 1");
+    p.delete(fd_of(&b)).ctx("delete")?;
+    Ok(())
+}
+
+fn edge_oneshot_refused(p: &mut AnyPoller) -> Result<(), Stop> {
+    trigger_refused(p, Trigger::EdgeOneshot, "edge-oneshot")
 }
 
 fn oneshot_until_rearmed(p: &mut AnyPoller) -> Result<(), Stop> {
@@ -796,6 +883,50 @@ fn timeout_10ms(p: &mut AnyPoller) -> Result<(), Stop> {
     took.sort();
     let median = took[took.len() / 2];
     ensure!(median < Duration::from_millis(50), "a 10 ms wait took {} (median of 7)", ms(median));
+    p.delete(fd_of(&b)).ctx("delete")?;
+    Ok(())
+}
+
+/// How close to the asked timeout the best of [`PRECISION_TRIES`] waits must
+/// end.
+const PRECISION_SLACK: Duration = Duration::from_micros(500);
+/// Tries per timeout in [`timeout_precision`]: the best one counts, so a
+/// busy shared host does not make it fail.
+const PRECISION_TRIES: usize = 50;
+
+/// Sub-millisecond timeouts: a 100 µs and a 3.1 ms wait with nothing ready
+/// each return no earlier than asked, every time, and within
+/// [`PRECISION_SLACK`] of it at best. A backend whose kernel call takes
+/// whole milliseconds says so through its resolution, and is skipped.
+fn timeout_precision(p: &mut AnyPoller) -> Result<(), Stop> {
+    let res = p.timeout_resolution();
+    if res > PRECISION_SLACK {
+        return Err(Stop::Skip(format!(
+            "{} waits in steps of {:?} here: a 100 µs timeout cannot end within {:?} of it",
+            p.name(),
+            res,
+            PRECISION_SLACK
+        )));
+    }
+    let (_a, b) = net::unix_pair().ctx("socketpair")?;
+    p.add(fd_of(&b), T1, Interest::READ, Trigger::Level).ctx("add")?;
+    let mut ev = Events::with_capacity(16);
+    for want in [Duration::from_micros(100), Duration::from_micros(3100)] {
+        let mut best = Duration::MAX;
+        for i in 0..PRECISION_TRIES {
+            let t = Instant::now();
+            let evs = wait_checked(p, &mut ev, Some(want))?;
+            let d = t.elapsed();
+            ensure!(evs.is_empty() && !ev.woken(), "nothing is ready, yet a {want:?} wait reported {}", show_all(&evs));
+            ensure!(d >= want, "a {want:?} wait returned early, after {d:?} (try {} of {PRECISION_TRIES})", i + 1);
+            best = best.min(d);
+        }
+        ensure!(
+            best <= want + PRECISION_SLACK,
+            "a {want:?} wait took {best:?} at best over {PRECISION_TRIES} tries (more than {PRECISION_SLACK:?} late; \
+             the backend claims a resolution of {res:?})"
+        );
+    }
     p.delete(fd_of(&b)).ctx("delete")?;
     Ok(())
 }
@@ -1101,6 +1232,24 @@ pub fn all() -> Vec<Scenario> {
             body: edge_refused,
         },
         Scenario {
+            id: "edge_oneshot_once_per_arm",
+            about: "edge-oneshot: one event per arm, none for new data until modify re-arms it",
+            requires: needs_edge_oneshot,
+            body: edge_oneshot_once_per_arm,
+        },
+        Scenario {
+            id: "edge_oneshot_rearm_pending",
+            about: "edge-oneshot: modify with data still unread fires at once (as epoll does), then silence",
+            requires: needs_edge_oneshot,
+            body: edge_oneshot_rearm_pending,
+        },
+        Scenario {
+            id: "edge_oneshot_refused",
+            about: "a backend without EDGE_ONESHOT refuses it loudly (Unsupported, naming backend and trigger)",
+            requires: lacks_edge_oneshot,
+            body: edge_oneshot_refused,
+        },
+        Scenario {
             id: "oneshot_until_rearmed",
             about: "oneshot: one event, silence until modify re-arms it",
             requires: any,
@@ -1171,6 +1320,12 @@ pub fn all() -> Vec<Scenario> {
             about: "a 10 ms timeout: every run >= 10 ms, median < 50 ms",
             requires: any,
             body: timeout_10ms,
+        },
+        Scenario {
+            id: "timeout_precision",
+            about: "100 µs and 3.1 ms waits: never early, best of 50 within 500 µs (or a skip naming the resolution)",
+            requires: any,
+            body: timeout_precision,
         },
         Scenario {
             id: "waker_wakes_waiting_thread",
