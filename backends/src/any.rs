@@ -20,7 +20,7 @@ pub enum AnyPoller {
     Kqueue(crate::kqueue::Kqueue),
     /// [`crate::evports::EvPorts`]
     #[cfg(any(target_os = "illumos", target_os = "solaris"))]
-    EvPorts(crate::evports::EvPorts),
+    EvPorts(crate::evports::EvPorts<crate::evports::Sys>),
     /// [`crate::poll::Poll`]
     Poll(crate::poll::Poll),
     /// [`crate::select::Select`]

@@ -126,7 +126,7 @@ static BACKENDS: [Backend; 6] = [
         name: "evports",
         preference: 300,
         platforms: "illumos, Solaris",
-        create: ctor!(any(target_os = "illumos", target_os = "solaris") => EvPorts(crate::evports::EvPorts)),
+        create: ctor!(any(target_os = "illumos", target_os = "solaris") => EvPorts(crate::evports::EvPorts<crate::evports::Sys>)),
     },
     Backend {
         name: "poll",
