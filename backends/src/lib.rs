@@ -63,6 +63,8 @@ pub mod compat;
 pub mod epoll;
 mod event;
 pub mod evports;
+#[cfg(all(target_os = "linux", feature = "models"))]
+pub mod evports_model;
 pub mod kqueue;
 pub mod poll;
 pub mod registry;
