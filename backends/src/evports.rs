@@ -13,6 +13,19 @@
 //!   caller is about to read. Oneshot is native: no re-association until
 //!   `modify`. A oneshot event that carried nothing the caller watches is not
 //!   a delivery, so that association is renewed too (see `desired_mask`).
+//! * **Every association is (re)made at the start of a wait**, `add`'s and
+//!   `modify`'s too: an event carries the `revents` of the moment the
+//!   association fired (`port_fd_callback` hands out `portkev_events`, set
+//!   when it fired; nothing polls again at `port_getn`). An fd added with
+//!   `BOTH` while only writable fires at once with `POLLOUT`; data that
+//!   arrives before the wait would otherwise be reported as `WRITABLE`
+//!   alone. `port_associate` over the fired association discards its
+//!   queued event (`port_remove_done_event`) and polls again. `add` also
+//!   associates at once, so that its errors (`EBADFD`, the port's limit on
+//!   associations, which only a new association can hit) come back from
+//!   `add`: one more `port_associate` per `add`. `modify` makes no syscall
+//!   unless it silences the fd (dissociated at once), and several calls
+//!   before a wait cost one association.
 //! * **Edge is refused**: nothing in event ports reports changes only.
 //! * The kernel reports `revents & (asked | POLLHUP | POLLERR)`, in poll's
 //!   bits, so [`translate`] is [`poll::translate`](crate::poll::translate).
@@ -369,6 +382,12 @@ mod imp {
     // getn_filled matches errnos by their illumos values: they must be the host's.
     const _: () = assert!(bits::ETIME == libc::ETIME && bits::EINTR == libc::EINTR);
 
+    /// [`EvPorts::fds`] bit: the kernel may hold an association for the fd
+    /// (armed, or fired with its event not collected yet).
+    const ASSOCIATED: u8 = 1;
+    /// [`EvPorts::fds`] bit: the fd is in [`EvPorts::pending`].
+    const PENDING: u8 = 2;
+
     /// The `portev_user` of the waker's user event. No registration has this
     /// generation: generations are `u32`s carried in a pointer-sized word.
     const WAKE_USER: usize = usize::MAX;
@@ -403,12 +422,11 @@ mod imp {
     pub struct EvPorts<P> {
         port: Arc<Port<P>>,
         slots: Slots,
-        /// fd number → whether the kernel holds an association for it on this
-        /// port (armed, or fired with its event not collected yet).
-        associated: Vec<bool>,
-        /// fds whose association fired in the last wait and that still want
-        /// events: re-associated at the start of the next wait.
-        rearm: Vec<RawFd>,
+        /// fd number → [`ASSOCIATED`] | [`PENDING`].
+        fds: Vec<u8>,
+        /// The fds to (re-)associate at the start of the next wait, each
+        /// once (its [`PENDING`] bit).
+        pending: Vec<RawFd>,
         /// `port_getn`'s buffer. Every entry is cleared (`portev_source` 0)
         /// between waits, so that on `EINTR` the written ones are known.
         native: Vec<PortEvent>,
@@ -434,8 +452,8 @@ mod imp {
             Ok(EvPorts {
                 port: Arc::new(Port { fd, ops, wake_pending: AtomicBool::new(false) }),
                 slots: Slots::new(),
-                associated: Vec::new(),
-                rearm: Vec::new(),
+                fds: Vec::new(),
+                pending: Vec::new(),
                 native: Vec::new(),
             })
         }
@@ -449,33 +467,52 @@ mod imp {
             self.port.fd.as_raw_fd()
         }
 
-        fn is_associated(&self, fd: RawFd) -> bool {
-            usize::try_from(fd).ok().and_then(|i| self.associated.get(i)).copied().unwrap_or(false)
+        fn flags(&self, fd: RawFd) -> u8 {
+            usize::try_from(fd).ok().and_then(|i| self.fds.get(i)).copied().unwrap_or(0)
         }
 
-        fn set_associated(&mut self, fd: RawFd, on: bool) {
+        fn is_associated(&self, fd: RawFd) -> bool {
+            self.flags(fd) & ASSOCIATED != 0
+        }
+
+        fn set_flag(&mut self, fd: RawFd, flag: u8, on: bool) {
             let Ok(i) = usize::try_from(fd) else { return };
-            if i >= self.associated.len() {
+            if i >= self.fds.len() {
                 if !on {
                     return;
                 }
-                self.associated.resize(i + 1, false);
+                self.fds.resize(i + 1, 0);
             }
-            self.associated[i] = on;
+            if on {
+                self.fds[i] |= flag;
+            } else {
+                self.fds[i] &= !flag;
+            }
+        }
+
+        /// Queues `fd` for association at the start of the next wait.
+        fn defer(&mut self, fd: RawFd) {
+            if self.flags(fd) & PENDING == 0 {
+                self.set_flag(fd, PENDING, true);
+                self.pending.push(fd);
+            }
         }
 
         /// `port_associate(PORT_SOURCE_FD)`, with the generation as user value.
         fn associate(&mut self, fd: RawFd, mask: i32, gen: u32) -> io::Result<()> {
             let object = usize::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
             self.port.ops.port_associate(self.port_fd(), bits::PORT_SOURCE_FD, object, mask, gen as usize)?;
-            self.set_associated(fd, true);
+            self.set_flag(fd, ASSOCIATED, true);
             Ok(())
         }
 
-        /// `port_dissociate(PORT_SOURCE_FD)`; an association that is already
-        /// gone is not an error.
+        /// `port_dissociate(PORT_SOURCE_FD)` if the kernel may hold an
+        /// association; one that is already gone is not an error.
         fn dissociate(&mut self, fd: RawFd) -> io::Result<()> {
-            self.set_associated(fd, false);
+            if !self.is_associated(fd) {
+                return Ok(());
+            }
+            self.set_flag(fd, ASSOCIATED, false);
             let Ok(object) = usize::try_from(fd) else { return Ok(()) };
             match self.port.ops.port_dissociate(self.port_fd(), bits::PORT_SOURCE_FD, object) {
                 Ok(()) => Ok(()),
@@ -485,44 +522,50 @@ mod imp {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EBADF) | Some(libc::EBADFD)) => {
                     Ok(())
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(context(P::NAME, "port_dissociate", Some(fd), e)),
             }
         }
 
-        /// Brings the kernel to what the slot wants now (nothing when the fd
-        /// is not registered).
-        fn sync(&mut self, fd: RawFd) -> io::Result<()> {
-            let want = self.slots.get(fd).and_then(|s| Some((desired_mask(s.trigger, s.watched(), P::RDHUP)?, s.gen)));
-            match want {
+        /// The mask and generation `fd` must be associated with now, if any.
+        fn wanted(&self, fd: RawFd) -> Option<(i32, u32)> {
+            self.slots.get(fd).and_then(|s| Some((desired_mask(s.trigger, s.watched(), P::RDHUP)?, s.gen)))
+        }
+
+        /// After `add`/`modify`: an fd that must be silent is dissociated now;
+        /// one that wants events is associated at the start of the next wait
+        /// (see the module docs), and by `add` also now (`now`), so that its
+        /// errors (`EBADFD`, the port's limit on associations) come back
+        /// from `add`.
+        fn sync(&mut self, fd: RawFd, now: bool) -> io::Result<()> {
+            match self.wanted(fd) {
                 Some((mask, gen)) => {
-                    self.associate(fd, mask, gen).map_err(|e| context(P::NAME, "port_associate", Some(fd), e))
+                    if now {
+                        self.associate(fd, mask, gen).map_err(|e| context(P::NAME, "port_associate", Some(fd), e))?;
+                    }
+                    self.defer(fd);
+                    Ok(())
                 }
-                None if self.is_associated(fd) => {
-                    self.dissociate(fd).map_err(|e| context(P::NAME, "port_dissociate", Some(fd), e))
-                }
-                None => Ok(()),
+                None => self.dissociate(fd),
             }
         }
 
-        /// Re-associates the fds whose association fired in the last wait
-        /// and that still want events. On an error other than a closed fd,
-        /// that fd is dropped from the list and the error names it; the rest
-        /// wait for the next call.
-        fn rearm_pending(&mut self) -> io::Result<()> {
-            while let Some(fd) = self.rearm.pop() {
-                if self.is_associated(fd) {
-                    // add/modify since the event already did it.
-                    continue;
-                }
-                let Some(slot) = self.slots.get(fd) else { continue };
-                let Some(mask) = desired_mask(slot.trigger, slot.watched(), P::RDHUP) else { continue };
-                let gen = slot.gen;
+        /// Associates the pending fds that still want events, with their
+        /// current mask and generation; this discards an event their old
+        /// association queued, so that every event a wait collects was seen
+        /// during that wait. On an error other than a closed fd, that fd is
+        /// dropped from the list and the error names it; the rest wait for
+        /// the next call.
+        fn associate_pending(&mut self) -> io::Result<()> {
+            while let Some(fd) = self.pending.pop() {
+                self.set_flag(fd, PENDING, false);
+                let Some((mask, gen)) = self.wanted(fd) else { continue };
                 match self.associate(fd, mask, gen) {
                     Ok(()) => {}
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF) | Some(libc::EBADFD)) => {
+                        self.set_flag(fd, ASSOCIATED, false);
                         log::debug!("{}: fd {fd} was closed without delete; its registration is gone ({e})", P::NAME);
                     }
-                    Err(e) => return Err(context(P::NAME, "port_associate (re-arm)", Some(fd), e)),
+                    Err(e) => return Err(context(P::NAME, "port_associate", Some(fd), e)),
                 }
             }
             Ok(())
@@ -549,14 +592,14 @@ mod imp {
                 return;
             };
             // Delivering the event ended the association (always oneshot).
-            self.set_associated(fd, false);
+            self.set_flag(fd, ASSOCIATED, false);
             // A user value that is no u32 matches no generation (0 is never one).
             let gen = u32::try_from(ev.portev_user).unwrap_or(0);
             if let Some((token, ready)) = self.slots.accept(fd, Some(gen), translate(ev.portev_events, P::RDHUP)) {
                 events.push(Event { token, fd, ready });
             }
-            if self.slots.get(fd).is_some_and(|s| desired_mask(s.trigger, s.watched(), P::RDHUP).is_some()) {
-                self.rearm.push(fd);
+            if self.wanted(fd).is_some() {
+                self.defer(fd);
             }
         }
     }
@@ -573,7 +616,7 @@ mod imp {
         fn add(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> io::Result<()> {
             check_trigger(P::NAME, Self::caps(), trigger)?;
             let (_, old) = self.slots.insert(fd, token, interest, trigger)?;
-            if let Err(e) = self.sync(fd) {
+            if let Err(e) = self.sync(fd, true) {
                 self.slots.restore(fd, old);
                 return Err(e);
             }
@@ -583,7 +626,7 @@ mod imp {
         fn modify(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> io::Result<()> {
             check_trigger(P::NAME, Self::caps(), trigger)?;
             let (old, _) = self.slots.update(P::NAME, fd, token, interest, trigger)?;
-            if let Err(e) = self.sync(fd) {
+            if let Err(e) = self.sync(fd, false) {
                 self.slots.restore(fd, Some(old));
                 return Err(e);
             }
@@ -592,15 +635,13 @@ mod imp {
 
         fn delete(&mut self, fd: RawFd) -> io::Result<()> {
             self.slots.remove(P::NAME, fd)?;
-            if self.is_associated(fd) {
-                self.dissociate(fd).map_err(|e| context(P::NAME, "port_dissociate", Some(fd), e))?;
-            }
-            Ok(())
+            // A pending association of it is skipped: it has no slot now.
+            self.dissociate(fd)
         }
 
         fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
             events.clear();
-            self.rearm_pending()?;
+            self.associate_pending()?;
             let max = events.capacity().clamp(1, u32::MAX as usize);
             if self.native.len() < max {
                 self.native.resize(max, PortEvent::CLEARED);
