@@ -140,6 +140,42 @@ fn survives_eintr_with_every_batch_and_nget_unchanged() {
     survives(Quirks { eintr_with_events: true, ..Quirks::default() }, 3);
 }
 
+/// The bug the model found: `add` (and `modify`) associated at once, the association
+/// fired there with `POLLOUT` (writable, nothing to read yet), and the
+/// wait after a write reported that stale `WRITABLE` alone. Fix: every
+/// association is made again at the start of the wait.
+#[test]
+fn events_carry_the_readiness_of_the_wait_not_of_add_or_modify() {
+    let (mut p, model) = backend(Quirks::default());
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let mut ev = Events::with_capacity(16);
+    p.add(b.as_raw_fd(), Token(1), Interest::BOTH, Trigger::Level).unwrap();
+    a.write_all(b"x").unwrap();
+    p.wait(&mut ev, Some(SOON)).unwrap();
+    let got: Vec<_> = ev.iter().map(|e| (e.token(), e.ready())).collect();
+    assert_eq!(got, [(Token(1), Ready::READABLE | Ready::WRITABLE)]);
+    // The same through modify, on a oneshot registration that fired (so
+    // no re-arm is pending): re-armed with nothing to read, an association
+    // made at modify would fire with POLLOUT before the data comes.
+    drain_one(&b);
+    p.modify(b.as_raw_fd(), Token(2), Interest::WRITE, Trigger::Oneshot).unwrap();
+    p.wait(&mut ev, Some(SOON)).unwrap();
+    let got: Vec<_> = ev.iter().map(|e| (e.token(), e.ready())).collect();
+    assert_eq!(got, [(Token(2), Ready::WRITABLE)], "oneshot WRITE");
+    p.modify(b.as_raw_fd(), Token(2), Interest::BOTH, Trigger::Oneshot).unwrap();
+    a.write_all(b"y").unwrap();
+    p.wait(&mut ev, Some(SOON)).unwrap();
+    let got: Vec<_> = ev.iter().map(|e| (e.token(), e.ready())).collect();
+    assert_eq!(got, [(Token(2), Ready::READABLE | Ready::WRITABLE)], "after modify");
+    p.delete(b.as_raw_fd()).unwrap();
+    assert_eq!(model.associations(), 0);
+}
+
+fn drain_one(s: &UnixStream) {
+    let mut buf = [0u8; 8];
+    assert_eq!((&*s).read(&mut buf).unwrap(), 1);
+}
+
 extern "C" fn noop(_: libc::c_int) {}
 
 /// Sends SIGUSR1 (a no-op handler, so a wait ends with EINTR) to this
