@@ -20,7 +20,11 @@ pub enum AnyPoller {
     Kqueue(crate::kqueue::Kqueue),
     /// [`crate::evports::EvPorts`]
     #[cfg(any(target_os = "illumos", target_os = "solaris"))]
-    EvPorts(crate::evports::EvPorts),
+    EvPorts(crate::evports::EvPorts<crate::evports::Sys>),
+    /// [`crate::evports::EvPorts`] over [`crate::evports_model::Model`]: a
+    /// model of illumos event ports (Linux, feature `models`).
+    #[cfg(all(target_os = "linux", feature = "models"))]
+    EvPortsModel(crate::evports::EvPorts<crate::evports_model::Model>),
     /// [`crate::poll::Poll`]
     Poll(crate::poll::Poll),
     /// [`crate::select::Select`]
@@ -38,6 +42,8 @@ macro_rules! dispatch {
             AnyPoller::Kqueue($p) => $e,
             #[cfg(any(target_os = "illumos", target_os = "solaris"))]
             AnyPoller::EvPorts($p) => $e,
+            #[cfg(all(target_os = "linux", feature = "models"))]
+            AnyPoller::EvPortsModel($p) => $e,
             AnyPoller::Poll($p) => $e,
             AnyPoller::Select($p) => $e,
             AnyPoller::Compat($p) => $e,

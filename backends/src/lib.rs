@@ -68,6 +68,8 @@ pub mod epoll;
 mod error;
 mod event;
 pub mod evports;
+#[cfg(all(target_os = "linux", feature = "models"))]
+pub mod evports_model;
 pub mod kqueue;
 pub mod poll;
 pub mod registry;

@@ -42,6 +42,10 @@ pub struct Backend {
     pub preference: u32,
     /// The platforms it is built for.
     pub platforms: &'static str,
+    /// A kernel model: the backend's own logic over a user-space model of
+    /// another system's kernel, for tests. Never the real OS, and never
+    /// chosen unless named.
+    pub is_model: bool,
     create: Option<fn() -> io::Result<AnyPoller>>,
 }
 
@@ -109,53 +113,77 @@ macro_rules! ctor {
     }};
 }
 
-static BACKENDS: [Backend; 6] = [
+static BACKENDS: [Backend; 7] = [
     Backend {
         name: "epoll",
+        is_model: false,
         preference: 300,
         platforms: "Linux, Android",
         create: ctor!(any(target_os = "linux", target_os = "android") => Epoll(crate::epoll::Epoll)),
     },
     Backend {
         name: "kqueue",
+        is_model: false,
         preference: 300,
         platforms: "macOS, iOS, FreeBSD, NetBSD, OpenBSD, DragonFly",
         create: ctor!(anypoll_kqueue => Kqueue(crate::kqueue::Kqueue)),
     },
     Backend {
         name: "evports",
+        is_model: false,
         preference: 300,
         platforms: "illumos, Solaris",
-        create: ctor!(any(target_os = "illumos", target_os = "solaris") => EvPorts(crate::evports::EvPorts)),
+        create: ctor!(any(target_os = "illumos", target_os = "solaris") => EvPorts(crate::evports::EvPorts<crate::evports::Sys>)),
     },
     Backend {
         name: "poll",
+        is_model: false,
         preference: 200,
         platforms: "every Unix",
         create: Some(|| Ok(AnyPoller::Poll(crate::poll::Poll::new()?))),
     },
     Backend {
         name: "compat",
+        is_model: false,
         preference: 150,
         platforms: "every platform the polling crate supports",
         create: Some(|| Ok(AnyPoller::Compat(crate::compat::Compat::new()?))),
     },
     Backend {
         name: "select",
+        is_model: false,
         preference: 100,
         platforms: "every Unix",
         create: Some(|| Ok(AnyPoller::Select(crate::select::Select::new()?))),
     },
+    Backend {
+        name: "evports-model",
+        is_model: true,
+        preference: 10,
+        platforms: "Linux with the feature `models`: the event-ports backend over a user-space model of \
+                    an illumos event port (poll(2) underneath), not the real OS",
+        create: ctor!(all(target_os = "linux", feature = "models") =>
+            EvPortsModel(crate::evports::EvPorts<crate::evports_model::Model>)),
+    },
 ];
 
-/// Every backend anypoll knows, built here or not, by preference.
+/// Whether this build has the kernel models (Linux, feature `models`).
+const MODELS: bool = cfg!(all(target_os = "linux", feature = "models"));
+
+/// Every backend anypoll knows, built here or not, by preference. The
+/// kernel models (last in the table) are listed only in a build that has
+/// them, so a normal build knows exactly the real systems.
 pub fn backends() -> &'static [Backend] {
-    &BACKENDS
+    if MODELS {
+        &BACKENDS
+    } else {
+        &BACKENDS[..BACKENDS.iter().take_while(|b| !b.is_model).count()]
+    }
 }
 
 /// The backends that are built here and pass their test, by preference.
 pub fn available() -> Vec<&'static Backend> {
-    BACKENDS.iter().filter(|b| matches!(b.test(), Probe::Ok(_))).collect()
+    backends().iter().filter(|b| matches!(b.test(), Probe::Ok(_))).collect()
 }
 
 /// Where the chosen backend's name came from.
@@ -208,7 +236,7 @@ fn available_list() -> String {
 
 /// Creates the backend called `name`, with errors that say why not.
 pub fn create(name: &str, source: Source) -> Result<AnyPoller, SelectError> {
-    let Some(backend) = BACKENDS.iter().find(|b| b.name == name) else {
+    let Some(backend) = backends().iter().find(|b| b.name == name) else {
         return Err(SelectError {
             // Escaped: the name comes from the user and may hold a newline.
             message: format!(
@@ -221,6 +249,12 @@ pub fn create(name: &str, source: Source) -> Result<AnyPoller, SelectError> {
     backend.create().map_err(|e| SelectError {
         message: format!("poller '{name}' (from {source}) cannot be used: {e}; available here: {}", available_list()),
     })
+}
+
+/// The backends tried, in order, when nothing names one: built here and not
+/// a model (a model is used only when named: it is not this system's kernel).
+fn unnamed_candidates() -> impl Iterator<Item = &'static Backend> {
+    backends().iter().filter(|b| b.built() && !b.is_model)
 }
 
 /// Chooses and creates a backend, in the order given in the module docs.
@@ -236,7 +270,7 @@ pub fn choose(api: Option<&str>, flag: Option<&str>) -> Result<(AnyPoller, Sourc
         return create(&name, source).map(|p| (p, source));
     }
     let mut failures = Vec::new();
-    for b in BACKENDS.iter().filter(|b| b.built()) {
+    for b in unnamed_candidates() {
         match b.create() {
             Ok(p) => return Ok((p, Source::Best)),
             Err(e) => failures.push(format!("{}: {e}", b.name)),
@@ -256,8 +290,9 @@ mod tests {
             assert!(w[0].preference >= w[1].preference);
         }
         let mut names: Vec<_> = b.iter().map(|b| b.name).collect();
+        names.sort();
         names.dedup();
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), b.len());
     }
 
     #[test]
@@ -277,6 +312,26 @@ mod tests {
         let e = choose(Some(foreign.name), None).unwrap_err().to_string();
         assert!(e.contains("not built for"), "{e}");
         assert!(matches!(foreign.test(), Probe::NotBuilt));
+    }
+
+    #[test]
+    fn models_say_so_and_come_last() {
+        let b = &BACKENDS;
+        let models: Vec<_> = b.iter().filter(|b| b.is_model).collect();
+        assert!(!models.is_empty(), "the table holds the kernel models");
+        // backends() cuts them off the end of the table in a normal build.
+        assert!(b.iter().skip_while(|b| !b.is_model).all(|b| b.is_model), "a real backend after a model");
+        assert_eq!(backends().iter().any(|b| b.is_model), MODELS);
+        assert_eq!(models.iter().all(|m| m.built()), MODELS);
+        for m in &models {
+            assert!(m.name.ends_with("-model"), "{}", m.name);
+            assert!(m.platforms.contains("model") && m.platforms.contains("not the real OS"), "{}", m.platforms);
+            for real in b.iter().filter(|b| !b.is_model) {
+                assert!(m.preference < real.preference, "{} is preferred to {}", m.name, real.name);
+            }
+        }
+        // Unnamed, the choice is never a model.
+        assert!(unnamed_candidates().all(|b| !b.is_model));
     }
 
     #[test]

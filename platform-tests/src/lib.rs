@@ -3,7 +3,10 @@
 //! Every [`Scenario`] runs against every backend that
 //! [`registry::backends()`] says is built here and whose `test()` passes
 //! (on Linux: epoll, poll, compat and select), over real sockets: Unix
-//! stream pairs and TCP on 127.0.0.1 only.
+//! stream pairs and TCP on 127.0.0.1 only. With the feature `models`
+//! (`cargo test -p platform-tests --features models --test conformance`)
+//! the kernel models join as columns (on Linux: `evports-model`); the table
+//! marks them with [`MODEL_MARK`] and says they are models, not the real OS.
 //!
 //! Each cell of the matrix is an [`Outcome`]:
 //!
@@ -184,11 +187,17 @@ fn run_cell_inner(scenario: &Scenario, backend: &Backend) -> Outcome {
     }
 }
 
+/// What follows a model column's name in the table's header.
+pub const MODEL_MARK: &str = "*";
+
 /// The outcomes of a run: one row per scenario, one column per backend.
 #[derive(Debug)]
 pub struct Matrix {
     /// The column names (backends).
     pub backends: Vec<&'static str>,
+    /// Per column: whether it is a kernel model ([`Backend::is_model`]),
+    /// which the table marks as such.
+    pub is_model: Vec<bool>,
     /// One row per scenario: the scenario and one outcome per backend.
     pub rows: Vec<(Scenario, Vec<Outcome>)>,
     /// How long the whole run took.
@@ -215,7 +224,12 @@ impl Matrix {
             }
             rows.push((*s, cells));
         }
-        Matrix { backends: backends.iter().map(|b| b.name).collect(), rows, elapsed: start.elapsed() }
+        Matrix {
+            backends: backends.iter().map(|b| b.name).collect(),
+            is_model: backends.iter().map(|b| b.is_model).collect(),
+            rows,
+            elapsed: start.elapsed(),
+        }
     }
 
     /// (passed, failed, skipped) over every cell.
@@ -233,8 +247,14 @@ impl Matrix {
         c
     }
 
+    /// The model columns' names.
+    pub fn models(&self) -> Vec<&'static str> {
+        self.backends.iter().zip(&self.is_model).filter(|(_, m)| **m).map(|(b, _)| *b).collect()
+    }
+
     /// The table: short cells with a note number (`FAIL[2]`, `skip[5]`),
-    /// then the notes, fails first.
+    /// then the notes, fails first. A model column's header ends with
+    /// [`MODEL_MARK`], explained under the table.
     pub fn render(&self) -> String {
         let label_w = self.rows.iter().map(|(s, _)| s.id.len()).max().unwrap_or(8).max(8);
         let mut notes: Vec<(usize, String)> = Vec::new();
@@ -271,7 +291,13 @@ impl Matrix {
             );
         }
         let col_w: Vec<usize> = (0..self.backends.len())
-            .map(|c| grid.iter().map(|row| row[c].len()).chain([self.backends[c].len()]).max().unwrap_or(4))
+            .map(|c| {
+                grid.iter()
+                    .map(|row| row[c].len())
+                    .chain([self.backends[c].len() + MODEL_MARK.len()])
+                    .max()
+                    .unwrap_or(4)
+            })
             .collect();
         let line = |label: &str, cells: &[String]| {
             let mut l = format!("{label:label_w$}");
@@ -280,12 +306,26 @@ impl Matrix {
             }
             format!("{}\n", l.trim_end())
         };
-        let header: Vec<String> = self.backends.iter().map(|b| b.to_string()).collect();
+        let header: Vec<String> = self
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(c, b)| if self.is_model.get(c) == Some(&true) { format!("{b}{MODEL_MARK}") } else { b.to_string() })
+            .collect();
         let mut out = line("scenario", &header);
         out.push_str(&"-".repeat(label_w + col_w.iter().map(|w| w + 2).sum::<usize>()));
         out.push('\n');
         for (r, (s, _)) in self.rows.iter().enumerate() {
             out.push_str(&line(s.id, &grid[r]));
+        }
+        let models = self.models();
+        if !models.is_empty() {
+            out.push_str(&format!(
+                "\n{MODEL_MARK} a kernel model, not the real OS: {} runs that backend's own code over a user-space \
+                 model of its kernel on {}; what a model can and cannot prove: docs/design.md, \"Kernel models\"\n",
+                models.join(", "),
+                std::env::consts::OS
+            ));
         }
         if !notes.is_empty() {
             out.push('\n');
@@ -294,5 +334,28 @@ impl Matrix {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_columns_are_marked_and_explained() {
+        let m = Matrix {
+            backends: vec!["poll", "evports-model"],
+            is_model: vec![false, true],
+            rows: vec![],
+            elapsed: Duration::ZERO,
+        };
+        let out = m.render();
+        let header = out.lines().next().unwrap();
+        assert!(header.ends_with(&format!("evports-model{MODEL_MARK}")), "{header}");
+        assert!(!header.contains(&format!("poll{MODEL_MARK}")), "{header}");
+        assert!(out.contains("a kernel model, not the real OS: evports-model runs"), "{out}");
+
+        let real = Matrix { backends: vec!["poll"], is_model: vec![false], rows: vec![], elapsed: Duration::ZERO };
+        assert!(!real.render().contains("kernel model"), "{}", real.render());
     }
 }

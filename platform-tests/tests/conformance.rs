@@ -44,7 +44,10 @@ fn main() -> ExitCode {
     let fds_after = net::open_fd_count();
 
     println!();
-    println!("anypoll conformance matrix ({}, {:.1} s)", std::env::consts::OS, matrix.elapsed.as_secs_f64());
+    let models = matrix.models();
+    let note =
+        if models.is_empty() { String::new() } else { format!("; models, not the real OS: {}", models.join(", ")) };
+    println!("anypoll conformance matrix ({}, {:.1} s{note})", std::env::consts::OS, matrix.elapsed.as_secs_f64());
     println!();
     print!("{}", matrix.render());
     let (passed, mut failed, skipped) = matrix.counts();
