@@ -142,7 +142,7 @@ mod changes;
 mod libc_sys;
 
 #[cfg(any(anypoll_kqueue, all(target_os = "linux", feature = "models")))]
-pub use backend::{KqSys, KqueueOn};
+pub use backend::KqueueOn;
 #[cfg(anypoll_kqueue)]
 pub use libc_sys::Libc;
 
@@ -197,7 +197,7 @@ pub mod bits {
     /// [`EVFILT_USER`]) and `udata` as the integer this backend stores in it
     /// (never a pointer it dereferences). The production imp converts it to
     /// and from the platform's `struct kevent`; on Linux there is none, and
-    /// the [model](crate::kqueue_model) reads it as it is.
+    /// the model (`kqueue_model`, feature `models`) reads it as it is.
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
     pub struct Kevent {
         /// `ident`: the fd, or the `EVFILT_USER` identifier.
@@ -213,6 +213,35 @@ pub mod bits {
         /// `udata`.
         pub udata: usize,
     }
+}
+
+/// The two syscalls of kqueue, as the backend makes them.
+///
+/// Implementations are cheap to clone: the backend keeps one, and so does
+/// each `EVFILT_USER` waker.
+pub trait KqSys: Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// The backend's registry name over this seam (`kqueue`, `kqueue-model`).
+    const NAME: &'static str;
+
+    /// Whether this kernel has `EVFILT_USER` at all (OpenBSD before 7.8 has
+    /// not: the waker is a pipe there). Where it is `true` the backend still
+    /// falls back to the pipe when `EV_ADD` of the user event says `EINVAL`.
+    const USER_FILTER: bool;
+
+    /// kqueue(2): a new kqueue, close-on-exec.
+    fn kqueue(&self) -> std::io::Result<std::os::fd::OwnedFd>;
+
+    /// kevent(2): applies `changes` in order, then collects at most
+    /// `events.len()` events, waiting at most `timeout` (`None`: forever).
+    /// Returns how many entries of `events` it filled. `EINTR` is returned
+    /// as an error, not retried.
+    fn kevent(
+        &self,
+        kq: RawFd,
+        changes: &[bits::Kevent],
+        events: &mut [bits::Kevent],
+        timeout: Option<std::time::Duration>,
+    ) -> std::io::Result<usize>;
 }
 
 /// One of the two filters this backend uses. (The native numbers differ per

@@ -64,6 +64,8 @@ pub mod epoll;
 mod event;
 pub mod evports;
 pub mod kqueue;
+#[cfg(all(target_os = "linux", feature = "models"))]
+pub mod kqueue_model;
 pub mod poll;
 pub mod registry;
 pub mod select;

@@ -4,7 +4,6 @@
 //! the direct calls); on Linux, with the feature `models`, over the
 //! [kqueue model](crate::kqueue_model).
 
-use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -12,40 +11,11 @@ use std::time::Duration;
 
 use super::bits::{self, Kevent};
 use super::changes::{Change, Changelist, Op};
-use super::{for_each_fd, translate_fd, Filter, Item, NativeEvent};
+use super::{for_each_fd, translate_fd, Filter, Item, KqSys, NativeEvent};
 use crate::slots::Slots;
 use crate::sys::context;
 use crate::waker::{FdWaker, Wake};
 use crate::{check_trigger, Capabilities, Event, Events, Interest, Poller, Token, Trigger, Waker};
-
-/// The two syscalls of kqueue, as the backend makes them.
-///
-/// Implementations are cheap to clone: the backend keeps one, and so does
-/// each `EVFILT_USER` waker.
-pub trait KqSys: Clone + fmt::Debug + Send + Sync + 'static {
-    /// The backend's registry name over this seam (`kqueue`, `kqueue-model`).
-    const NAME: &'static str;
-
-    /// Whether this kernel has `EVFILT_USER` at all (OpenBSD before 7.8 has
-    /// not: the waker is a pipe there). Where it is `true` the backend still
-    /// falls back to the pipe when `EV_ADD` of the user event says `EINVAL`.
-    const USER_FILTER: bool;
-
-    /// kqueue(2): a new kqueue, close-on-exec.
-    fn kqueue(&self) -> io::Result<OwnedFd>;
-
-    /// kevent(2): applies `changes` in order, then collects at most
-    /// `events.len()` events, waiting at most `timeout` (`None`: forever).
-    /// Returns how many entries of `events` it filled. `EINTR` is returned
-    /// as an error, not retried.
-    fn kevent(
-        &self,
-        kq: RawFd,
-        changes: &[Kevent],
-        events: &mut [Kevent],
-        timeout: Option<Duration>,
-    ) -> io::Result<usize>;
-}
 
 /// udata of the waker's knote. Slot generations start at 1, and error
 /// entries (udata 0 for `EV_DELETE`) are told apart by `EV_ERROR`.
