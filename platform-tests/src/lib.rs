@@ -5,6 +5,9 @@
 //! (on Linux: epoll, poll, compat and select), over real sockets: Unix
 //! stream pairs and TCP on 127.0.0.1 only.
 //!
+//! With the feature `models`, the kernel models (`kqueue-model`) get a
+//! column too; the matrix says which columns are models, never the real OS.
+//!
 //! Each cell of the matrix is an [`Outcome`]:
 //!
 //! * `pass`: the backend did what the contract in `anypoll-backends` says;
@@ -189,6 +192,8 @@ fn run_cell_inner(scenario: &Scenario, backend: &Backend) -> Outcome {
 pub struct Matrix {
     /// The column names (backends).
     pub backends: Vec<&'static str>,
+    /// The columns that are kernel models ([`Backend::is_model`]), not the real OS.
+    pub models: Vec<&'static str>,
     /// One row per scenario: the scenario and one outcome per backend.
     pub rows: Vec<(Scenario, Vec<Outcome>)>,
     /// How long the whole run took.
@@ -215,7 +220,12 @@ impl Matrix {
             }
             rows.push((*s, cells));
         }
-        Matrix { backends: backends.iter().map(|b| b.name).collect(), rows, elapsed: start.elapsed() }
+        Matrix {
+            backends: backends.iter().map(|b| b.name).collect(),
+            models: backends.iter().filter(|b| b.is_model()).map(|b| b.name).collect(),
+            rows,
+            elapsed: start.elapsed(),
+        }
     }
 
     /// (passed, failed, skipped) over every cell.
@@ -281,7 +291,15 @@ impl Matrix {
             format!("{}\n", l.trim_end())
         };
         let header: Vec<String> = self.backends.iter().map(|b| b.to_string()).collect();
-        let mut out = line("scenario", &header);
+        let mut out = String::new();
+        if !self.models.is_empty() {
+            out.push_str(&format!(
+                "model columns ({}): the backend's own logic over a user-space model of the kernel on this host, \
+                 not the real OS\n\n",
+                self.models.join(", ")
+            ));
+        }
+        out.push_str(&line("scenario", &header));
         out.push_str(&"-".repeat(label_w + col_w.iter().map(|w| w + 2).sum::<usize>()));
         out.push('\n');
         for (r, (s, _)) in self.rows.iter().enumerate() {
