@@ -125,7 +125,7 @@ pub struct Model {
 
 #[derive(Debug, Default)]
 struct Inner {
-    quirks: Quirks,
+    quirks: Mutex<Quirks>,
     /// Per kqueue fd (an eventfd): its knotes.
     kqs: Mutex<HashMap<RawFd, Kq>>,
     /// `kevent()` calls so far, for tests that look for a busy loop.
@@ -190,7 +190,13 @@ impl Knote {
 impl Model {
     /// A model with these switches.
     pub fn new(quirks: Quirks) -> Model {
-        Model { inner: Arc::new(Inner { quirks, ..Inner::default() }) }
+        Model { inner: Arc::new(Inner { quirks: Mutex::new(quirks), ..Inner::default() }) }
+    }
+
+    /// Changes the switches from the next call on (a test flips one
+    /// between two waits).
+    pub fn set_quirks(&self, quirks: Quirks) {
+        *self.inner.quirks.lock().unwrap_or_else(|e| e.into_inner()) = quirks;
     }
 
     /// The knotes of every kqueue of this model, as (ident, filter).
@@ -234,7 +240,8 @@ impl KqSys for Model {
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
         self.inner.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let q = &self.inner.quirks;
+        let quirks = self.inner.quirks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let q = &quirks;
         let room = q.event_list_cap.map_or(events.len(), |c| c.min(events.len()));
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut guard = self.lock();

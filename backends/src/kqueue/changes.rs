@@ -240,8 +240,15 @@ impl Changelist {
 
     /// Finds the sent change an `EV_ERROR` entry (fd, filter, udata) is for,
     /// searching forward from `cursor` (results come back in changelist
-    /// order), and returns what it did. A failed add that was the last change
-    /// for its filter leaves no knote behind.
+    /// order), and returns what it did.
+    ///
+    /// A failed change never makes the record forget a knote: after a
+    /// failed `EV_ADD` the filter stays "may be in the kernel" (FreeBSD
+    /// leaves nothing, but libkqueue leaves the old knote alive), and a
+    /// failed `EV_DELETE` other than `ENOENT`/`EBADF` (the knote is gone)
+    /// puts it back. So `delete` always removes what may be there, at the
+    /// cost of one `ENOENT` when nothing was: a knote nobody can reach
+    /// would wake every wait with events the slot table drops.
     pub(super) fn attribute(
         &mut self,
         cursor: &mut usize,
@@ -255,11 +262,9 @@ impl Changelist {
         let j = start + pos;
         *cursor = j + 1;
         let op = self.sent[j].op;
-        if matches!(op, Op::Add(_))
-            && errno != 0
-            && !self.sent[j + 1..].iter().any(|c| c.fd == fd && c.filter == filter)
-        {
-            self.set_applied(fd, filter, false);
+        let gone = errno == libc::ENOENT as i64 || errno == libc::EBADF as i64;
+        if op == Op::Delete && errno != 0 && !gone {
+            self.set_applied(fd, filter, true);
         }
         Some(op)
     }
@@ -368,9 +373,27 @@ mod tests {
         let mut cursor = 0;
         // Only the add of fd 10 failed: it is told apart from its delete by udata.
         assert_eq!(c.attribute(&mut cursor, 10, Filter::Read, 1, 22), Some(Op::Add(Trigger::Edge)));
-        assert!(!c.applied(10, Filter::Read));
+        // A failed add may have left a knote (libkqueue keeps the old one):
+        // it stays on record, so that delete removes it.
+        assert!(c.applied(10, Filter::Read));
+        // ENOENT on a delete: the knote is gone.
         assert_eq!(c.attribute(&mut cursor, 11, Filter::Write, 0, 2), Some(Op::Delete));
         assert_eq!(c.attribute(&mut cursor, 11, Filter::Write, 0, 2), None);
         assert!(c.applied(11, Filter::Read) && !c.applied(11, Filter::Write));
+    }
+
+    #[test]
+    fn a_delete_that_failed_otherwise_keeps_the_knote_on_record() {
+        let mut c = Changelist::default();
+        let a = slot(1, Interest::READ, Trigger::Level);
+        c.sync(12, None, &a);
+        c.submitted();
+        c.sync(12, Some(&a), &slot(1, Interest::empty(), Trigger::Level));
+        c.submitted();
+        assert!(!c.applied(12, Filter::Read));
+        let mut cursor = 0;
+        assert_eq!(c.attribute(&mut cursor, 12, Filter::Read, 0, libc::ENOMEM as i64), Some(Op::Delete));
+        assert!(c.applied(12, Filter::Read));
+        assert_eq!(c.forget(12), Filter::Read.bit());
     }
 }
