@@ -90,11 +90,19 @@
 //!   the wait is issued again (with no changes).
 //! * **Room for errors.** Every change could fail, so the changelist sent
 //!   with the wait is never longer than the event list (the caller's
-//!   capacity). When more changes are queued, they are first applied in one
-//!   separate `kevent()` call with `EV_RECEIPT` on each and an event list as
-//!   long as the changelist: receipts guarantee the kernel returns without
-//!   collecting readiness events, so nothing beyond the capacity is drained.
-//!   ERROR events from that call that do not fit are kept for the next wait.
+//!   capacity), nor than 256 changes. When more changes are queued, they are
+//!   first applied in separate `kevent()` calls of at most 256 changes, with
+//!   `EV_RECEIPT` on each and an event list as long as the chunk: receipts
+//!   guarantee the kernel returns without collecting readiness events, so
+//!   nothing beyond the capacity is drained. ERROR events from those calls
+//!   that do not fit are kept for the next wait. Bounded chunks are the
+//!   default because libkqueue caps one call's event list at 512 entries
+//!   (`EFAULT` beyond); they cost one syscall per 256 changes of a burst.
+//! * **A failed change forgets no knote.** After a failed `EV_ADD` the
+//!   filter stays recorded as possibly in the kernel (libkqueue fails
+//!   `EV_ADD` on an existing knote and keeps it), as after an `EV_DELETE`
+//!   that failed with anything but `ENOENT`/`EBADF`, so that `delete()`
+//!   removes it.
 //! * **delete is immediate.** `delete()` drops the fd's queued changes and,
 //!   if any of its knotes may be in the kernel, removes them at once with one
 //!   `kevent(EV_DELETE | EV_RECEIPT)` call (`ENOENT`/`EBADF` ignored). The

@@ -24,6 +24,14 @@ const WAKER_UDATA: usize = 0;
 const WAKER_IDENT: usize = 0;
 /// macOS fails `kevent()` with `EINVAL` above this many seconds.
 const MAX_WAIT: Duration = Duration::from_secs(100_000_000);
+/// The most changes one `kevent()` call carries. A bounded chunk is the
+/// more robust default: libkqueue caps one call's event list at 512
+/// entries (`EFAULT` beyond, so 10,000 receipts at once failed), the
+/// receipt buffer of a flush stays small, and the cost is one more
+/// syscall per 256 changes, which only a burst of more changes than the
+/// wait's capacity ever pays (each change costs the kernel more than its
+/// share of a syscall). Below the cap, with room to spare.
+const CHUNK: usize = 256;
 
 fn kevent_for(f: Filter) -> Kevent {
     let filter = match f {
@@ -261,28 +269,31 @@ impl<S: KqSys> KqueueOn<S> {
     }
 
     /// Applies every queued change now, with receipts (no event is
-    /// collected). Failed adds' ERROR events go to `pending`.
+    /// collected), [`CHUNK`] changes per call. Failed adds' ERROR events go
+    /// to `pending`.
     fn flush(&mut self) -> io::Result<()> {
         let list: Vec<Kevent> = self.changes.iter().map(|c| to_kevent(c, true)).collect();
-        let mut out = vec![Kevent::default(); list.len()];
-        match kevent(&self.sys, self.kq.as_raw_fd(), &list, &mut out, Some(Duration::ZERO)) {
-            Ok(n) => {
-                self.changes.submitted();
-                let mut cursor = 0;
-                for k in &out[..n.unwrap_or(0)] {
-                    if k.flags & bits::EV_ERROR != 0 {
-                        if let Some(item) = self.change_result(&mut cursor, k) {
-                            self.pending.push(item);
-                        }
-                    }
+        let mut out = vec![Kevent::default(); list.len().min(CHUNK)];
+        let mut errors = Vec::new();
+        for chunk in list.chunks(CHUNK) {
+            match kevent(&self.sys, self.kq.as_raw_fd(), chunk, &mut out[..chunk.len()], Some(Duration::ZERO)) {
+                // EINTR (None): every change was applied, the receipts are lost.
+                Ok(n) => errors.extend(out[..n.unwrap_or(0)].iter().filter(|k| k.flags & bits::EV_ERROR != 0)),
+                Err(e) => {
+                    // The earlier chunks are sent again with the rest: harmless.
+                    self.changes.maybe_submitted();
+                    return Err(context(S::NAME, "kevent (applying queued changes)", None, e));
                 }
-                Ok(())
-            }
-            Err(e) => {
-                self.changes.maybe_submitted();
-                Err(context(S::NAME, "kevent (applying queued changes)", None, e))
             }
         }
+        self.changes.submitted();
+        let mut cursor = 0;
+        for k in &errors {
+            if let Some(item) = self.change_result(&mut cursor, k) {
+                self.pending.push(item);
+            }
+        }
+        Ok(())
     }
 
     /// Merges this wait's events per fd, passes them through the slot
@@ -370,8 +381,9 @@ impl<S: KqSys> Poller for KqueueOn<S> {
         self.batch.clear();
         let cap = events.capacity().min(libc::c_int::MAX as usize);
         // Every change sent with the wait must have room for its error
-        // entry: more changes than that are applied first, with receipts.
-        if self.changes.len() > cap.saturating_sub(self.pending.len()) {
+        // entry, and a call carries at most CHUNK: more changes than that
+        // are applied first, with receipts.
+        if self.changes.len() > cap.min(CHUNK).saturating_sub(self.pending.len()) {
             self.flush()?;
         }
         let carried = self.pending.len().min(cap);

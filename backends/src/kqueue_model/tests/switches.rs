@@ -3,7 +3,7 @@
 //! defence removed (the commit that added it says how).
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -122,4 +122,44 @@ fn a_failed_add_on_a_live_knote_leaves_nothing_after_delete() {
     assert!(left.is_empty(), "knotes left behind for fd {fd} after delete: {left:?}");
     a.write_all(b"x").unwrap();
     assert_quiet(&mut p, &m, Duration::from_millis(60), "a readable fd after its delete");
+}
+
+#[test]
+fn receipts_beyond_libkqueues_512_entry_cap_are_applied_in_chunks() {
+    let (mut p, m) = backend(Quirks { event_list_cap: Some(512), ..Quirks::default() });
+    let (a, _b) = UnixStream::pair().unwrap();
+    // 600 fds for one writable socket: 600 changes with a capacity of 64
+    // go first, with receipts, outside the wait.
+    let fds: Vec<OwnedFd> = (0..600).map(|_| a.as_fd_dup()).collect();
+    for (i, fd) in fds.iter().enumerate() {
+        p.add(fd.as_raw_fd(), Token(i), Interest::WRITE, Trigger::Level).unwrap();
+    }
+    let mut seen = vec![false; fds.len()];
+    for _ in 0..40 {
+        let (evs, _) = wait(&mut p, 64, Duration::from_secs(2));
+        assert!(!evs.is_empty());
+        for e in &evs {
+            assert_eq!(e.ready(), Ready::WRITABLE);
+            seen[e.token().0] = true;
+        }
+        if seen.iter().all(|&s| s) {
+            break;
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "{} of 600 fds never reported", seen.iter().filter(|s| !**s).count());
+    for fd in &fds {
+        p.delete(fd.as_raw_fd()).unwrap();
+    }
+    assert_eq!(m.knotes().iter().filter(|k| k.1 != bits::EVFILT_USER).count(), 0);
+}
+
+trait DupFd {
+    fn as_fd_dup(&self) -> OwnedFd;
+}
+
+impl DupFd for UnixStream {
+    fn as_fd_dup(&self) -> OwnedFd {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned().unwrap()
+    }
 }
