@@ -163,3 +163,29 @@ impl DupFd for UnixStream {
         self.as_fd().try_clone_to_owned().unwrap()
     }
 }
+
+#[test]
+fn without_evfilt_user_the_waker_is_a_pipe_and_still_wakes_once() {
+    let (mut p, m) = backend(Quirks { no_user_filter: true, ..Quirks::default() });
+    // The pipe (an eventfd on Linux) is a read knote; no user knote exists.
+    let knotes = m.knotes();
+    assert_eq!(knotes.len(), 1, "{knotes:?}");
+    assert_eq!(knotes[0].1, bits::EVFILT_READ);
+    let waker = p.waker();
+    let other = waker.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        other.wake().unwrap();
+    });
+    let start = Instant::now();
+    let (evs, woken) = wait(&mut p, 8, Duration::from_secs(5));
+    t.join().unwrap();
+    assert!(evs.is_empty() && woken && start.elapsed() < Duration::from_secs(2), "{evs:?} {woken}");
+    assert_quiet(&mut p, &m, Duration::from_millis(60), "after the pipe waker fired");
+    // Drained when it fires: two wakes give one, and the next wait sleeps.
+    waker.wake().unwrap();
+    waker.wake().unwrap();
+    let (evs, woken) = wait(&mut p, 8, Duration::from_secs(2));
+    assert!(evs.is_empty() && woken, "{evs:?} {woken}");
+    assert_quiet(&mut p, &m, Duration::from_millis(60), "after two wakes");
+}
