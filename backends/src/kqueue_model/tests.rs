@@ -221,3 +221,23 @@ fn a_trigger_from_another_thread_ends_a_wait() {
     assert_eq!(out.len(), 1);
     assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
 }
+
+#[test]
+fn timeouts_keep_sub_millisecond_precision() {
+    let m = Model::default();
+    let kq = m.kqueue().unwrap();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let add = change(a.as_raw_fd(), bits::EVFILT_READ, bits::EV_ADD | bits::EV_RECEIPT, 1);
+    call(&m, &kq, &[add], 4, Duration::ZERO).unwrap();
+    for want in [Duration::from_micros(100), Duration::from_micros(3100)] {
+        let mut best = Duration::MAX;
+        for _ in 0..30 {
+            let t = Instant::now();
+            assert!(call(&m, &kq, &[], 4, want).unwrap().is_empty());
+            let took = t.elapsed();
+            assert!(took >= want, "a {want:?} wait returned after {took:?}");
+            best = best.min(took);
+        }
+        assert!(best < want + Duration::from_micros(500), "a {want:?} wait took at best {best:?}");
+    }
+}
