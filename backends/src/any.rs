@@ -18,6 +18,9 @@ pub enum AnyPoller {
     /// [`crate::kqueue::Kqueue`]
     #[cfg(anypoll_kqueue)]
     Kqueue(crate::kqueue::Kqueue),
+    /// [`crate::kqueue_model::KqueueModel`]: a model, not the real OS.
+    #[cfg(all(target_os = "linux", feature = "models"))]
+    KqueueModel(crate::kqueue_model::KqueueModel),
     /// [`crate::evports::EvPorts`]
     #[cfg(any(target_os = "illumos", target_os = "solaris"))]
     EvPorts(crate::evports::EvPorts<crate::evports::Sys>),
@@ -40,6 +43,8 @@ macro_rules! dispatch {
             AnyPoller::Epoll($p) => $e,
             #[cfg(anypoll_kqueue)]
             AnyPoller::Kqueue($p) => $e,
+            #[cfg(all(target_os = "linux", feature = "models"))]
+            AnyPoller::KqueueModel($p) => $e,
             #[cfg(any(target_os = "illumos", target_os = "solaris"))]
             AnyPoller::EvPorts($p) => $e,
             #[cfg(all(target_os = "linux", feature = "models"))]

@@ -71,6 +71,8 @@ pub mod evports;
 #[cfg(all(target_os = "linux", feature = "models"))]
 pub mod evports_model;
 pub mod kqueue;
+#[cfg(all(target_os = "linux", feature = "models"))]
+pub mod kqueue_model;
 pub mod poll;
 pub mod registry;
 pub mod select;

@@ -113,7 +113,7 @@ macro_rules! ctor {
     }};
 }
 
-static BACKENDS: [Backend; 7] = [
+static BACKENDS: [Backend; 8] = [
     Backend {
         name: "epoll",
         is_model: false,
@@ -155,6 +155,15 @@ static BACKENDS: [Backend; 7] = [
         preference: 100,
         platforms: "every Unix",
         create: Some(|| Ok(AnyPoller::Select(crate::select::Select::new()?))),
+    },
+    Backend {
+        name: "kqueue-model",
+        is_model: true,
+        preference: 10,
+        platforms: "Linux with the feature `models`: the kqueue backend over a user-space model of \
+                    a kqueue (poll(2) underneath), not the real OS",
+        create: ctor!(all(target_os = "linux", feature = "models") =>
+            KqueueModel(crate::kqueue_model::KqueueModel)),
     },
     Backend {
         name: "evports-model",

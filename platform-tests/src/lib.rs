@@ -8,6 +8,9 @@
 //! the kernel models join as columns (on Linux: `evports-model`); the table
 //! marks them with [`MODEL_MARK`] and says they are models, not the real OS.
 //!
+//! With the feature `models`, the kernel models (`kqueue-model`) get a
+//! column too; the matrix says which columns are models, never the real OS.
+//!
 //! Each cell of the matrix is an [`Outcome`]:
 //!
 //! * `pass`: the backend did what the contract in `anypoll-backends` says;
