@@ -25,7 +25,8 @@ pub enum AnyPoller {
     Poll(crate::poll::Poll),
     /// [`crate::select::Select`]
     Select(crate::select::Select),
-    /// [`crate::compat::Compat`]
+    /// [`crate::compat::Compat`] (feature `compat`)
+    #[cfg(feature = "compat")]
     Compat(crate::compat::Compat),
 }
 
@@ -40,6 +41,7 @@ macro_rules! dispatch {
             AnyPoller::EvPorts($p) => $e,
             AnyPoller::Poll($p) => $e,
             AnyPoller::Select($p) => $e,
+            #[cfg(feature = "compat")]
             AnyPoller::Compat($p) => $e,
         }
     };

@@ -27,8 +27,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::printable;
-use crate::stream::SpliceMode;
+use anypoll::stream::SpliceMode;
 
 /// How servers are checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,58 +104,59 @@ impl Default for RelayConfig {
 }
 
 /// `anypoll relay` options.
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct RelayArgs {
     /// Address to listen on (repeatable). IPv4, or IPv6 as `[::1]:port`.
-    #[arg(long, value_name = "ADDR")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "ADDR"))]
     pub listen: Vec<String>,
     /// Server address (repeatable).
-    #[arg(long, value_name = "ADDR")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "ADDR"))]
     pub server: Vec<String>,
     /// TOML file with the same settings; the command line wins.
-    #[arg(long, value_name = "FILE")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
     pub config: Option<PathBuf>,
     /// Splice mode: auto, always or never.
-    #[arg(long, value_name = "MODE")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "MODE"))]
     pub splice: Option<String>,
     /// Same as --splice never.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub no_splice: bool,
     /// Connections at most; beyond, accepting pauses.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub maxconn: Option<usize>,
     /// Server connect timeout (e.g. 5s, 500ms; a number alone is ms).
-    #[arg(long, value_name = "DURATION")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub timeout_connect: Option<String>,
     /// Client-side inactivity timeout.
-    #[arg(long, value_name = "DURATION")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub timeout_client: Option<String>,
     /// Server-side inactivity timeout.
-    #[arg(long, value_name = "DURATION")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub timeout_server: Option<String>,
     /// Buffer size per direction, in bytes.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub bufsize: Option<usize>,
     /// Event loops, one per thread, each with its own SO_REUSEPORT listeners.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub threads: Option<usize>,
     /// Health check: tcp, http:/path or none.
-    #[arg(long, value_name = "KIND")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "KIND"))]
     pub check: Option<String>,
     /// Time between checks of one server.
-    #[arg(long, value_name = "DURATION")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub check_interval: Option<String>,
     /// Consecutive successes to mark a server up.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub rise: Option<u32>,
     /// Consecutive failures to mark a server down.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub fall: Option<u32>,
     /// Serve the counters as text here; a port alone binds to 127.0.0.1.
-    #[arg(long, value_name = "ADDR")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "ADDR"))]
     pub stats: Option<String>,
     /// Grace period for live connections after SIGTERM/SIGINT.
-    #[arg(long, value_name = "DURATION")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub grace: Option<String>,
 }
 
@@ -179,6 +179,21 @@ struct FileConfig {
     fall: Option<u32>,
     stats: Option<String>,
     grace: Option<toml::Value>,
+}
+
+/// `s` with control characters (and the Unicode line and paragraph
+/// separators) escaped as `\n`, `\r`, `\u{1b}`..., so that text from the
+/// user keeps an error message on one line and cannot drive the terminal.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Parses `5s`, `250ms`, `2m`, `1h`, or a bare number of milliseconds.

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 
 use anypoll_backends::registry::{self, Probe, Source};
 use anypoll_backends::{AnyPoller, Poller};
+use anypoll_relay::config::printable;
 use clap::{Parser, Subcommand};
+
+pub mod demo;
+mod relay;
 
 /// anypoll: one event loop over epoll, kqueue, event ports, poll and select.
 #[derive(Debug, Parser)]
@@ -37,11 +41,11 @@ pub enum Command {
     /// List every backend with its preference, test result and capabilities, then the one that would be used.
     Probe,
     /// Run the self-contained demonstration on every available backend.
-    Demo(crate::demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Run the TCP relay: accept clients, forward each to a healthy server.
-    Relay(Box<crate::relay::config::RelayArgs>),
+    Relay(Box<anypoll_relay::config::RelayArgs>),
     /// Benchmarks: `bench poller` (libevent's bench.c against the Rust peers), `bench idle`.
-    Bench(crate::bench::BenchArgs),
+    Bench(anypoll_bench::BenchArgs),
 }
 
 /// Parses a command line, `argv[0]` first, as [`main`] does.
@@ -70,21 +74,6 @@ pub fn usage_error(e: &clap::Error) -> Option<String> {
     Some(format!("anypoll: {} (see --help)", printable(first.trim_start_matches("error: "))))
 }
 
-/// `s` with control characters (and the Unicode line and paragraph
-/// separators) escaped as `\n`, `\r`, `\u{1b}`..., so that text from the
-/// user keeps an error message on one line and cannot drive the terminal.
-pub(crate) fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Parses the command line, runs the command, returns the exit status.
 pub fn main() -> ExitCode {
     let cli = match parse_from(std::env::args_os()) {
@@ -108,9 +97,9 @@ pub fn main() -> ExitCode {
             eprintln!("anypoll: no command given; try `anypoll probe`, `anypoll demo` or `anypoll --help`");
             ExitCode::from(2)
         }
-        Some(Command::Demo(args)) => crate::demo::run(&args, cli.poller.as_deref()),
-        Some(Command::Relay(args)) => crate::relay::main(&args, cli.poller.as_deref()),
-        Some(Command::Bench(args)) => crate::bench::run(&args, cli.poller.as_deref()),
+        Some(Command::Demo(args)) => demo::run(&args, cli.poller.as_deref()),
+        Some(Command::Relay(args)) => relay::main(&args, cli.poller.as_deref()),
+        Some(Command::Bench(args)) => anypoll_bench::run(&args, cli.poller.as_deref()),
     }
 }
 

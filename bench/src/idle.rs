@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anypoll_backends::registry;
 
 use super::{json_num, json_str, strace};
-use crate::{Counters, Ctx, EventLoop, Handler, IoEvent, TimerId};
+use anypoll::{Counters, Ctx, EventLoop, Handler, IoEvent, TimerId};
 
 /// The syscalls that are a backend's wait.
 const WAIT_SYSCALLS: [&str; 10] = [

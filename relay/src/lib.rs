@@ -31,20 +31,19 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anypoll_backends::registry;
 
-use crate::connection::{ConnectStatus, Connection};
-use crate::counters::Counters;
-use crate::listener::{accept_batch, bind, is_out_of_fds, pause_out_of_fds, BatchEnd};
-use crate::sockops::Real;
-use crate::stream::{Outcome, Phase, Pools, Stream};
-use crate::timer::TimerId;
-use crate::{Ctx, EventLoop, FdState, Handler, IoEvent};
+use anypoll::connection::{ConnectStatus, Connection};
+use anypoll::counters::Counters;
+use anypoll::listener::{accept_batch, bind, is_out_of_fds, pause_out_of_fds, BatchEnd};
+use anypoll::sockops::Real;
+use anypoll::stream::{Outcome, Phase, Pools, Stream};
+use anypoll::timer::TimerId;
+use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent};
 use check::{check_timeout, parse_status_line, status_passes, CheckResult, Health};
 use config::{CheckKind, RelayConfig};
 
@@ -706,9 +705,9 @@ impl Worker {
         };
         if deadline <= now {
             e.stream.abort(match what {
-                "client timeout" => Outcome::FrontError(crate::connection::ConnError::Timeout),
-                "connect timeout" => Outcome::ConnectFailed(crate::connection::ConnError::Timeout),
-                _ => Outcome::BackError(crate::connection::ConnError::Timeout),
+                "client timeout" => Outcome::FrontError(anypoll::connection::ConnError::Timeout),
+                "connect timeout" => Outcome::ConnectFailed(anypoll::connection::ConnError::Timeout),
+                _ => Outcome::BackError(anypoll::connection::ConnError::Timeout),
             });
             log::info!("client {}: {what}", e.peer);
             self.finish(cx, slot);
@@ -768,27 +767,27 @@ impl Worker {
                 self.shared.servers[i].addr
             );
             match cx.send(fd, req.as_bytes(), false) {
-                crate::Io::Done(n) if n == req.len() => {
+                anypoll::Io::Done(n) if n == req.len() => {
                     c.sent = true;
                     cx.stop_send(fd);
                 }
-                crate::Io::WouldBlock => return,
+                anypoll::Io::WouldBlock => return,
                 other => return self.check_done(cx, i, CheckResult::Failed(format!("sending the request: {other:?}"))),
             }
         }
         let mut buf = [0u8; 512];
         loop {
             match cx.recv(fd, &mut buf) {
-                crate::Io::Done(n) => {
+                anypoll::Io::Done(n) => {
                     let c = &mut self.checks[i];
                     c.reply.extend_from_slice(&buf[..n]);
                     if c.reply.contains(&b'\n') || c.reply.len() > 4096 {
                         break;
                     }
                 }
-                crate::Io::WouldBlock => return,
-                crate::Io::Closed => break,
-                crate::Io::Error(e) => {
+                anypoll::Io::WouldBlock => return,
+                anypoll::Io::Closed => break,
+                anypoll::Io::Error(e) => {
                     return self.check_done(cx, i, CheckResult::Failed(format!("reading the reply: {e}")))
                 }
             }
@@ -926,7 +925,7 @@ impl Handler for Worker {
                 for slot in slots {
                     if let Some(e) = self.streams[slot].as_mut() {
                         log::warn!("client {}: grace period over, closing", e.peer);
-                        e.stream.abort(Outcome::FrontError(crate::connection::ConnError::Timeout));
+                        e.stream.abort(Outcome::FrontError(anypoll::connection::ConnError::Timeout));
                     }
                     self.finish(cx, slot);
                 }
@@ -962,64 +961,6 @@ impl Handler for Worker {
     fn wake(&mut self, cx: &mut Ctx) {
         if self.shared.stopping.load(Ordering::Relaxed) {
             self.begin_stop(cx);
-        }
-    }
-}
-
-/// A panic in any relay thread ends the process with status 70
-/// (EX_SOFTWARE), after the usual panic message and an error log line.
-/// Without this, a panic would end only its thread: if that were thread 0,
-/// nothing would answer signals, run the checks or serve the stats any
-/// more, while the other threads went on relaying: a half-dead daemon that
-/// a supervisor cannot see. Only the command sets this hook; a program that
-/// embeds the relay with [`start`] keeps its own panic policy.
-fn exit_on_panic() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default(info);
-        log::error!("{}: panic, exiting: {info}", std::thread::current().name().unwrap_or("relay"));
-        std::process::exit(70);
-    }));
-}
-
-/// `anypoll relay`: runs until SIGTERM/SIGINT and the grace period.
-pub fn main(args: &config::RelayArgs, poller: Option<&str>) -> ExitCode {
-    let cfg = match RelayConfig::from_args(args, poller) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("anypoll relay: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Some(name) = &cfg.poller {
-        if let Err(e) = registry::create(name, registry::Source::Flag) {
-            eprintln!("anypoll relay: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    exit_on_panic();
-    let handle = match start(cfg, true) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("anypoll relay: {e}");
-            return ExitCode::from(if e.kind() == io::ErrorKind::InvalidInput { 2 } else { 1 });
-        }
-    };
-    let bound = handle.shared.bound.lock().expect("lock").clone();
-    let stats = *handle.shared.stats_bound.lock().expect("lock");
-    let names: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
-    log::warn!(
-        "relay listening on {} → {} server(s), {} thread(s){}",
-        names.join(", "),
-        handle.shared.servers.len(),
-        handle.shared.cfg.threads,
-        stats.map(|s| format!(", stats on {s}")).unwrap_or_default()
-    );
-    match handle.join() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("anypoll relay: {e}");
-            ExitCode::FAILURE
         }
     }
 }

@@ -13,7 +13,7 @@
 //! * **Syscalls per event** are the run's syscalls (the `a` seed writes
 //!   included) over its events. The floor is 2.0: one read and one write
 //!   per byte, plus one wait per batch. anypoll's come from its
-//!   [`Counters`](crate::Counters); everyone's, anypoll's too as a
+//!   [`Counters`](anypoll::Counters); everyone's, anypoll's too as a
 //!   cross-check, from `strace -f -c` when it is installed: the marginal
 //!   count `(calls(2w) - calls(w)) / (events(2w) - events(w))` of two child
 //!   processes, in which set-up and start-up cancel out.
@@ -38,7 +38,7 @@ use anypoll_backends::registry;
 
 use super::ring::{Budget, Guard, Ring, RunStats, Stopwatch, Workload, BUF, FILL, WAIT};
 use super::{json_num, json_str, median, strace};
-use crate::{Ctx, EventLoop, FdState, Handler, Io, IoEvent};
+use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent};
 
 /// Options of `anypoll bench poller`.
 #[derive(Debug, Clone, clap::Args)]

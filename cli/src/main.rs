@@ -4,5 +4,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    anypoll::cli::main()
+    anypoll_cli::main()
 }

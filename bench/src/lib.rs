@@ -5,7 +5,7 @@
 //!   process run: µs per run and syscalls per event.
 //! * [`idle`]: the syscalls an idle loop makes between timer expiries.
 //!
-//! Syscall counts come from the loop's [`Counters`](crate::Counters) for
+//! Syscall counts come from the loop's [`Counters`](anypoll::Counters) for
 //! anypoll and from `strace -c` (when it is installed) for everyone: the
 //! command re-runs itself under strace through hidden `*-child` subcommands.
 

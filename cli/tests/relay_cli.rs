@@ -3,7 +3,9 @@
 //! connections, live ones finish, idle ones are closed at the grace end,
 //! exit 0); SIGUSR1 logs the counters; `--threads 2` and `--stats` work.
 
+#[path = "../../relay/tests/relay_common/mod.rs"]
 mod relay_common;
+mod relay_proc;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use relay_common::*;
+use relay_proc::*;
 
 /// Runs `anypoll ARGS`, expecting a quick exit; returns (status, stderr).
 fn run(args: &[&str]) -> (Option<i32>, String) {
