@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use anypoll_backends::registry;
 
-use super::ring::{Budget, Guard, Ring, RunStats, Stopwatch, Workload, BUF, FILL, WAIT};
+use super::ring::{Budget, Contender, Guard, Ring, RunStats, Stopwatch, Workload, BUF, FILL, WAIT};
 use super::{json_num, json_str, median, strace};
 use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent};
 
@@ -114,13 +114,6 @@ pub struct ChildArgs {
     /// Runs after the warm-up.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-}
-
-/// One contender, set up and ready for runs.
-pub(crate) trait Contender {
-    /// One run: seed, time the loop until every byte went through, check
-    /// that the pairs are drained.
-    fn run(&mut self) -> io::Result<RunStats>;
 }
 
 /// Who competes.
@@ -557,7 +550,7 @@ pub fn run(args: &PollerArgs, poller_flag: Option<&str>) -> ExitCode {
         print_table(&all, note, args.runs, args.clock);
     }
     if let Some(path) = &args.plot {
-        let svg = super::svg::plot(&all, &args.fds);
+        let svg = super::svg::plot(&series(&all), &args.fds);
         if let Err(e) = std::fs::write(path, svg) {
             eprintln!("anypoll: cannot write {}: {e}", path.display());
             return ExitCode::from(1);
@@ -568,6 +561,23 @@ pub fn run(args: &PollerArgs, poller_flag: Option<&str>) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The median µs against n of each contender, in first-seen order: what
+/// `--plot` draws (one `Vec<Row>` per n in `all`).
+fn series(all: &[Vec<Row>]) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for rows in all {
+        for r in rows {
+            let Some(m) = r.median_us() else { continue };
+            let p = (r.w.n as f64, m);
+            match series.iter_mut().find(|(n, _)| *n == r.name) {
+                Some((_, pts)) => pts.push(p),
+                None => series.push((r.name.clone(), vec![p])),
+            }
+        }
+    }
+    series
 }
 
 /// The best peer's median at this n, if any peer ran.
