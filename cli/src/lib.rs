@@ -12,8 +12,8 @@ use std::process::ExitCode;
 
 use anypoll_backends::registry::{self, Probe, Source};
 use anypoll_backends::{AnyPoller, Poller};
-use anypoll_relay::config::printable;
-use clap::{Parser, Subcommand};
+use anypoll_relay::config::{printable, RelayArgs, CONFIG_EXAMPLE};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub mod demo;
 mod relay;
@@ -43,7 +43,7 @@ pub enum Command {
     /// Run the self-contained demonstration on every available backend.
     Demo(demo::DemoArgs),
     /// Run the TCP relay: accept clients, forward each to a healthy server.
-    Relay(Box<anypoll_relay::config::RelayArgs>),
+    Relay(Box<RelayArgs>),
     /// Benchmarks: `bench poller` (libevent's bench.c against the Rust peers), `bench idle`.
     Bench(anypoll_bench::BenchArgs),
 }
@@ -54,7 +54,28 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    Cli::try_parse_from(argv)
+    let mut cmd = command();
+    let mut m = cmd.try_get_matches_from_mut(argv)?;
+    Cli::from_arg_matches_mut(&mut m).map_err(|e| e.format(&mut cmd))
+}
+
+/// The command line's definition: [`Cli`]'s, with the relay's defaults
+/// shown in its help (`[default: 10000]`) and the keys of its `--config`
+/// file listed after the options. The defaults come from the relay's own
+/// [`RelayConfig::default`](anypoll_relay::config::RelayConfig), not from
+/// clap, because a clap default would override the config file.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("relay", |mut relay| {
+        for (id, value) in RelayArgs::shown_defaults() {
+            relay = relay.mut_arg(id, |a| {
+                let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                a.help(format!("{help} [default: {value}]"))
+            });
+        }
+        relay.after_help(format!(
+            "The keys of a --config FILE (TOML) are the options' names with '_' for '-':\n\n{CONFIG_EXAMPLE}"
+        ))
+    })
 }
 
 /// What [`main`] prints for a command line clap rejects, before exiting
@@ -142,5 +163,47 @@ fn probe(flag: Option<&str>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay_help() -> String {
+        let mut cmd = command();
+        let relay = cmd.find_subcommand_mut("relay").expect("relay subcommand");
+        relay.render_help().to_string()
+    }
+
+    #[test]
+    fn relay_help_shows_every_default() {
+        let help = relay_help();
+        for (id, value) in RelayArgs::shown_defaults() {
+            let flag = format!("--{}", id.replace('_', "-"));
+            let line =
+                help.lines().find(|l| l.trim_start().starts_with(&flag)).unwrap_or_else(|| panic!("{flag}: {help}"));
+            assert!(line.contains(&format!("[default: {value}]")), "{flag} shows its default {value}: {line}");
+        }
+        assert!(help.contains("[default: 10000]"), "{help}");
+    }
+
+    #[test]
+    fn relay_help_lists_the_config_keys() {
+        let help = relay_help();
+        assert!(help.contains("its keys are listed below"), "{help}");
+        for key in ["timeout_client = ", "check_interval = ", "grace = ", "stats = "] {
+            assert!(help.contains(key), "{key} in the help: {help}");
+        }
+    }
+
+    #[test]
+    fn a_default_is_not_a_value() {
+        // The shown defaults must not become clap defaults: a config file
+        // value would then lose to an option nobody gave.
+        let cli = parse_from(["anypoll", "relay", "--listen", "127.0.0.1:0"]).expect("parses");
+        let Some(Command::Relay(args)) = cli.command else { panic!("not relay") };
+        assert_eq!(args.maxconn, None);
+        assert_eq!(args.timeout_client, None);
     }
 }

@@ -51,7 +51,7 @@ pub fn main(args: &RelayArgs, poller: Option<&str>) -> ExitCode {
     let bound = handle.shared.bound.lock().expect("lock").clone();
     let stats = *handle.shared.stats_bound.lock().expect("lock");
     let names: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
-    log::warn!(
+    log::info!(
         "relay listening on {} → {} server(s), {} thread(s){}",
         names.join(", "),
         handle.shared.servers.len(),

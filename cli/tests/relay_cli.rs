@@ -225,6 +225,26 @@ fn sigterm_lets_a_live_transfer_finish_then_exits_0() {
     assert!(log.contains("stopping"), "the stop is logged: {log}");
 }
 
+/// The routine lines, "relay listening on" and "stopping", are
+/// information, not warnings: at the default level a healthy relay that
+/// starts and stops says nothing.
+#[test]
+fn routine_lines_log_at_info() {
+    let server = EchoServer::start(3, v4());
+    let s = server.addr().to_string();
+    let p = Proc::spawn_with(&["relay", "--listen", L, "--server", &s], |cmd| {
+        cmd.env("RUST_LOG", "info");
+    });
+    p.wait_listening();
+    p.signal(libc::SIGTERM);
+    let (st, err) = p.finish(Duration::from_secs(10));
+    assert!(st.success(), "exit status {st:?}; stderr: {err}");
+    for needle in ["relay listening on", "stopping"] {
+        let line = err.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle:?} line: {err}"));
+        assert!(line.contains(" INFO "), "{needle:?} is logged at info: {line}");
+    }
+}
+
 #[test]
 fn sigterm_closes_an_idle_connection_at_the_grace_end() {
     let grace = Duration::from_secs(1);

@@ -47,7 +47,7 @@ impl Worker {
             return;
         }
         self.stopping = true;
-        log::warn!(
+        log::info!(
             "thread {}: stopping: no more accepts, {} live connection(s) get {:?} to finish",
             self.id,
             self.live(),

@@ -12,6 +12,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The log filter a spawned relay runs with: warnings, plus the routine
+/// start and stop lines ("relay listening on", "stopping"), which are
+/// information and which the tests wait for.
+pub const ROUTINE_LOG: &str = "warn,anypoll_cli::relay=info,anypoll_relay::worker=info";
+
 // ----- the binary -----
 
 /// `anypoll` run as a child process; stderr is collected line by line.
@@ -25,7 +30,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Runs `anypoll ARGS` with a clean environment for the relay knobs.
+    /// Runs `anypoll ARGS` with a clean environment for the relay knobs
+    /// and the log filter [`ROUTINE_LOG`].
     pub fn spawn(args: &[&str]) -> Proc {
         Proc::spawn_with(args, |_| {})
     }
@@ -35,7 +41,7 @@ impl Proc {
     pub fn spawn_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_anypoll"));
         cmd.args(args)
-            .env_remove("RUST_LOG")
+            .env("RUST_LOG", ROUTINE_LOG)
             .env_remove("ANYPOLL_POLLER")
             .env_remove("ANYPOLL_NO_SPLICE")
             .stdin(Stdio::null())
