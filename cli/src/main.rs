@@ -1,5 +1,5 @@
-//! The `anypoll` command: `probe`, `demo`, and (as they land) `bench` and
-//! `relay`. See `anypoll --help`.
+//! The `anypoll` command: `probe`, `demo`, `relay` and `bench`, all in
+//! the `anypoll_cli` library next to this file. See `anypoll --help`.
 
 use std::process::ExitCode;
 
