@@ -36,8 +36,10 @@ use std::time::Duration;
 
 use anypoll_backends::registry;
 
+use super::report::{json_num, json_str, median};
 use super::ring::{Budget, Contender, Guard, Ring, RunStats, Stopwatch, Workload, BUF, FILL, WAIT};
-use super::{json_num, json_str, median, strace};
+use super::setup::{ensure_nofile, select_backends};
+use super::strace;
 use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent};
 
 /// Options of `anypoll bench poller`.
@@ -370,7 +372,7 @@ impl Row {
 /// The contenders that the options name.
 fn contenders(args: &PollerArgs, poller_flag: Option<&str>) -> Result<Vec<Kind>, String> {
     let spec = args.backend.as_deref().or(poller_flag).unwrap_or("all");
-    let mut kinds: Vec<Kind> = super::select_backends(spec)?.into_iter().map(Kind::Anypoll).collect();
+    let mut kinds: Vec<Kind> = select_backends(spec)?.into_iter().map(Kind::Anypoll).collect();
     if args.peers {
         kinds.extend(PEERS);
     }
@@ -388,7 +390,7 @@ fn measure(kinds: &[Kind], w: &Workload, runs: usize, clock: Clock) -> Vec<Row> 
     let mut rows: Vec<Row> = kinds.iter().map(|k| Row::new(*k, w, clock)).collect();
     let per = 2 * w.n as u64 + 16;
     let needed = per * kinds.len() as u64 + 256;
-    let eager = super::ensure_nofile(needed) >= needed;
+    let eager = ensure_nofile(needed) >= needed;
     let turn = if eager { 1 } else { runs.div_ceil(5) };
     if !eager {
         log::info!("n={}: RLIMIT_NOFILE is below {needed}: one contender at a time, turns of {turn} runs", w.n);
@@ -485,7 +487,7 @@ pub fn run_child(args: &ChildArgs) -> ExitCode {
         eprintln!("anypoll: {e}");
         return ExitCode::from(2);
     }
-    super::ensure_nofile(2 * w.n as u64 + 256);
+    ensure_nofile(2 * w.n as u64 + 256);
     let result = kind.setup(&w).and_then(|mut c| {
         let mut events = 0;
         for _ in 0..args.runs {
