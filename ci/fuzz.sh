@@ -10,7 +10,7 @@
 #                                         assertions are on either way)
 #
 # The targets and what each asserts: fuzz/src/lib.rs; figures and findings:
-# docs/reliability.md ("Fuzzing"). The stable test tests/fuzz_corpus.rs
+# docs/reliability.md ("Fuzzing"). The stable test cli/tests/fuzz_corpus.rs
 # replays the committed inputs with the same checks, so `cargo test` covers
 # them without this script.
 #

@@ -23,7 +23,7 @@ for a in "$@"; do
     prev=$a
 done
 
-timeout 900 cargo build --release --quiet -p anypoll --bin anypoll -p platform-tests --bin soak
+timeout 900 cargo build --release --quiet -p anypoll-cli --bin anypoll -p platform-tests --bin soak
 
 hard=$(ulimit -Hn)
 if [ "$hard" != unlimited ] && [ "$hard" -lt 10000 ]; then

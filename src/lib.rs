@@ -16,19 +16,15 @@
 
 pub use anypoll_backends as backends;
 
-pub mod bench;
 pub mod buffer;
 pub mod channel;
-pub mod cli;
 pub mod connection;
 pub mod counters;
-pub mod demo;
 pub mod event_loop;
 pub mod fd;
 pub mod listener;
 pub mod pipe;
 pub mod raw_sock;
-pub mod relay;
 pub mod signal;
 pub mod sockops;
 pub mod stream;

@@ -32,7 +32,8 @@ pub enum AnyPoller {
     Poll(crate::poll::Poll),
     /// [`crate::select::Select`]
     Select(crate::select::Select),
-    /// [`crate::compat::Compat`]
+    /// [`crate::compat::Compat`] (feature `compat`)
+    #[cfg(feature = "compat")]
     Compat(crate::compat::Compat),
 }
 
@@ -51,6 +52,7 @@ macro_rules! dispatch {
             AnyPoller::EvPortsModel($p) => $e,
             AnyPoller::Poll($p) => $e,
             AnyPoller::Select($p) => $e,
+            #[cfg(feature = "compat")]
             AnyPoller::Compat($p) => $e,
         }
     };

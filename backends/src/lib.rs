@@ -3,7 +3,7 @@
 //! One [`Poller`] trait over every readiness mechanism a Unix daemon meets:
 //! [`epoll`] (Linux, Android), [`kqueue`] (macOS, the BSDs),
 //! [event ports](evports) (illumos, Solaris), [`poll`] and
-//! [`select`] (every Unix), plus [`compat`], a backend over the
+//! [`select`] (every Unix), plus `compat` (the default-on feature `compat`), a backend over the
 //! `polling` crate. The backend is picked at **run time**: see
 //! [`registry::choose`] for the order (API call > `--poller NAME` >
 //! `ANYPOLL_POLLER=NAME` > best available).
@@ -63,6 +63,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 mod any;
+#[cfg(feature = "compat")]
 pub mod compat;
 pub mod epoll;
 mod error;

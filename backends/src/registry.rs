@@ -56,7 +56,8 @@ pub enum Probe {
     Ok(Capabilities),
     /// It is built here but could not be created or could not wait.
     Failed(io::Error),
-    /// It is not built for this platform.
+    /// It is not built here: made for another platform, or behind a feature
+    /// that is off (`compat`).
     NotBuilt,
 }
 
@@ -146,8 +147,8 @@ static BACKENDS: [Backend; 8] = [
         name: "compat",
         is_model: false,
         preference: 150,
-        platforms: "every platform the polling crate supports",
-        create: Some(|| Ok(AnyPoller::Compat(crate::compat::Compat::new()?))),
+        platforms: "every platform the polling crate supports, with the feature `compat`",
+        create: ctor!(feature = "compat" => Compat(crate::compat::Compat)),
     },
     Backend {
         name: "select",

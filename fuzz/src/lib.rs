@@ -3,11 +3,11 @@
 //! Each takes the fuzzer's bytes, drives anypoll with them and panics when
 //! a property fails. The same functions serve twice: `fuzz/fuzz_targets/*`
 //! hand them to libFuzzer (nightly, `ci/fuzz.sh`), and the stable test
-//! `tests/fuzz_corpus.rs` includes this file to replay the committed inputs
+//! `cli/tests/fuzz_corpus.rs` includes this file to replay the committed inputs
 //! under `cargo test`: the hand-written seeds (`fuzz/seeds/TARGET/`), the
 //! minimized corpus (`fuzz/corpus/TARGET/`) and the inputs of past findings
 //! (`fuzz/regressions/TARGET/`). So this file depends on nothing but
-//! `anypoll` and std.
+//! the anypoll crates and std.
 //!
 //! Name lookup is turned off ([`set_name_lookup`]) in the two relay
 //! targets: an address is then numeric or an error, and no input waits on
@@ -21,10 +21,10 @@ use std::path::PathBuf;
 
 use anypoll::backends::registry::{self, Source};
 use anypoll::buffer::{Buffer, BufferPool};
-use anypoll::cli::{self, Command};
-use anypoll::relay::check::{parse_status_line, status_passes};
-use anypoll::relay::config::{parse_check, parse_duration, set_name_lookup, RelayConfig};
 use anypoll::stream::SpliceMode;
+use anypoll_cli::{self as cli, Command};
+use anypoll_relay::check::{parse_status_line, status_passes};
+use anypoll_relay::config::{parse_check, parse_duration, set_name_lookup, RelayConfig};
 
 /// A check: panics when a property fails for these bytes.
 pub type Check = fn(&[u8]);

@@ -3,7 +3,9 @@
 //! connections, live ones finish, idle ones are closed at the grace end,
 //! exit 0); SIGUSR1 logs the counters; `--threads 2` and `--stats` work.
 
+#[path = "../../relay/tests/relay_common/mod.rs"]
 mod relay_common;
+mod relay_proc;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use relay_common::*;
+use relay_proc::*;
 
 /// Runs `anypoll ARGS`, expecting a quick exit; returns (status, stderr).
 fn run(args: &[&str]) -> (Option<i32>, String) {
@@ -220,6 +223,26 @@ fn sigterm_lets_a_live_transfer_finish_then_exits_0() {
     );
     let log = p.log.lock().expect("log").join("\n");
     assert!(log.contains("stopping"), "the stop is logged: {log}");
+}
+
+/// The routine lines, "relay listening on" and "stopping", are
+/// information, not warnings: at the default level a healthy relay that
+/// starts and stops says nothing.
+#[test]
+fn routine_lines_log_at_info() {
+    let server = EchoServer::start(3, v4());
+    let s = server.addr().to_string();
+    let p = Proc::spawn_with(&["relay", "--listen", L, "--server", &s], |cmd| {
+        cmd.env("RUST_LOG", "info");
+    });
+    p.wait_listening();
+    p.signal(libc::SIGTERM);
+    let (st, err) = p.finish(Duration::from_secs(10));
+    assert!(st.success(), "exit status {st:?}; stderr: {err}");
+    for needle in ["relay listening on", "stopping"] {
+        let line = err.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle:?} line: {err}"));
+        assert!(line.contains(" INFO "), "{needle:?} is logged at info: {line}");
+    }
 }
 
 #[test]

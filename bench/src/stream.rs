@@ -14,10 +14,10 @@ use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::connection::Connection;
-use crate::sockops::Real;
-use crate::stream::{Outcome, Pools, SpliceMode, Stream};
-use crate::{Ctx, EventLoop, FdState, Handler, IoEvent};
+use anypoll::connection::Connection;
+use anypoll::sockops::Real;
+use anypoll::stream::{Outcome, Pools, SpliceMode, Stream};
+use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent};
 
 /// Options of `anypoll bench stream`.
 #[derive(Debug, clap::Args)]

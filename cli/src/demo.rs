@@ -44,9 +44,9 @@ use std::time::{Duration, Instant};
 
 use anypoll_backends::registry;
 
-use crate::relay::config::{CheckKind, RelayConfig};
-use crate::relay::{self, RelayHandle, WorkerStats};
-use crate::stream::SpliceMode;
+use anypoll::stream::SpliceMode;
+use anypoll_relay::config::{CheckKind, RelayConfig};
+use anypoll_relay::{self as relay, RelayHandle, WorkerStats};
 
 /// Options of `anypoll demo`.
 #[derive(Debug, Clone, clap::Args)]

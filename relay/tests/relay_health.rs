@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anypoll::relay::config::CheckKind;
+use anypoll_relay::config::CheckKind;
 use relay_common::*;
 
 const FLIP: Duration = Duration::from_secs(5);

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use anypoll_backends::registry;
 
-use super::{json_num, json_str, strace};
-use crate::{Counters, Ctx, EventLoop, Handler, IoEvent, TimerId};
+use super::report::{json_num, json_str};
+use super::setup::select_backends;
+use super::strace;
+use anypoll::{Counters, Ctx, EventLoop, Handler, IoEvent, TimerId};
 
 /// The syscalls that are a backend's wait.
 const WAIT_SYSCALLS: [&str; 10] = [
@@ -160,7 +162,7 @@ fn strace_figure(
 /// `anypoll bench idle`.
 pub fn run(args: &IdleArgs, poller_flag: Option<&str>) -> ExitCode {
     let spec = args.backend.as_deref().or(poller_flag).unwrap_or("all");
-    let backends = match super::select_backends(spec) {
+    let backends = match select_backends(spec) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("anypoll: {e}");

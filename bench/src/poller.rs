@@ -13,7 +13,7 @@
 //! * **Syscalls per event** are the run's syscalls (the `a` seed writes
 //!   included) over its events. The floor is 2.0: one read and one write
 //!   per byte, plus one wait per batch. anypoll's come from its
-//!   [`Counters`](crate::Counters); everyone's, anypoll's too as a
+//!   [`Counters`](anypoll::Counters); everyone's, anypoll's too as a
 //!   cross-check, from `strace -f -c` when it is installed: the marginal
 //!   count `(calls(2w) - calls(w)) / (events(2w) - events(w))` of two child
 //!   processes, in which set-up and start-up cancel out.
@@ -36,9 +36,11 @@ use std::time::Duration;
 
 use anypoll_backends::registry;
 
-use super::ring::{Budget, Guard, Ring, RunStats, Stopwatch, Workload, BUF, FILL, WAIT};
-use super::{json_num, json_str, median, strace};
-use crate::{Ctx, EventLoop, FdState, Handler, Io, IoEvent};
+use super::report::{json_num, json_str, median};
+use super::ring::{Budget, Contender, Guard, Ring, RunStats, Stopwatch, Workload, BUF, FILL, WAIT};
+use super::setup::{ensure_nofile, select_backends};
+use super::strace;
+use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent};
 
 /// Options of `anypoll bench poller`.
 #[derive(Debug, Clone, clap::Args)]
@@ -114,13 +116,6 @@ pub struct ChildArgs {
     /// Runs after the warm-up.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-}
-
-/// One contender, set up and ready for runs.
-pub(crate) trait Contender {
-    /// One run: seed, time the loop until every byte went through, check
-    /// that the pairs are drained.
-    fn run(&mut self) -> io::Result<RunStats>;
 }
 
 /// Who competes.
@@ -377,7 +372,7 @@ impl Row {
 /// The contenders that the options name.
 fn contenders(args: &PollerArgs, poller_flag: Option<&str>) -> Result<Vec<Kind>, String> {
     let spec = args.backend.as_deref().or(poller_flag).unwrap_or("all");
-    let mut kinds: Vec<Kind> = super::select_backends(spec)?.into_iter().map(Kind::Anypoll).collect();
+    let mut kinds: Vec<Kind> = select_backends(spec)?.into_iter().map(Kind::Anypoll).collect();
     if args.peers {
         kinds.extend(PEERS);
     }
@@ -395,7 +390,7 @@ fn measure(kinds: &[Kind], w: &Workload, runs: usize, clock: Clock) -> Vec<Row> 
     let mut rows: Vec<Row> = kinds.iter().map(|k| Row::new(*k, w, clock)).collect();
     let per = 2 * w.n as u64 + 16;
     let needed = per * kinds.len() as u64 + 256;
-    let eager = super::ensure_nofile(needed) >= needed;
+    let eager = ensure_nofile(needed) >= needed;
     let turn = if eager { 1 } else { runs.div_ceil(5) };
     if !eager {
         log::info!("n={}: RLIMIT_NOFILE is below {needed}: one contender at a time, turns of {turn} runs", w.n);
@@ -492,7 +487,7 @@ pub fn run_child(args: &ChildArgs) -> ExitCode {
         eprintln!("anypoll: {e}");
         return ExitCode::from(2);
     }
-    super::ensure_nofile(2 * w.n as u64 + 256);
+    ensure_nofile(2 * w.n as u64 + 256);
     let result = kind.setup(&w).and_then(|mut c| {
         let mut events = 0;
         for _ in 0..args.runs {
@@ -557,7 +552,7 @@ pub fn run(args: &PollerArgs, poller_flag: Option<&str>) -> ExitCode {
         print_table(&all, note, args.runs, args.clock);
     }
     if let Some(path) = &args.plot {
-        let svg = super::svg::plot(&all, &args.fds);
+        let svg = super::svg::plot(&series(&all), &args.fds);
         if let Err(e) = std::fs::write(path, svg) {
             eprintln!("anypoll: cannot write {}: {e}", path.display());
             return ExitCode::from(1);
@@ -568,6 +563,23 @@ pub fn run(args: &PollerArgs, poller_flag: Option<&str>) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The median µs against n of each contender, in first-seen order: what
+/// `--plot` draws (one `Vec<Row>` per n in `all`).
+fn series(all: &[Vec<Row>]) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for rows in all {
+        for r in rows {
+            let Some(m) = r.median_us() else { continue };
+            let p = (r.w.n as f64, m);
+            match series.iter_mut().find(|(n, _)| *n == r.name) {
+                Some((_, pts)) => pts.push(p),
+                None => series.push((r.name.clone(), vec![p])),
+            }
+        }
+    }
+    series
 }
 
 /// The best peer's median at this n, if any peer ran.

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 
 use anypoll_backends::registry::{self, Probe, Source};
 use anypoll_backends::{AnyPoller, Poller};
-use clap::{Parser, Subcommand};
+use anypoll_relay::config::{printable, RelayArgs, CONFIG_EXAMPLE};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+pub mod demo;
+mod relay;
 
 /// anypoll: one event loop over epoll, kqueue, event ports, poll and select.
 #[derive(Debug, Parser)]
@@ -37,11 +41,11 @@ pub enum Command {
     /// List every backend with its preference, test result and capabilities, then the one that would be used.
     Probe,
     /// Run the self-contained demonstration on every available backend.
-    Demo(crate::demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Run the TCP relay: accept clients, forward each to a healthy server.
-    Relay(Box<crate::relay::config::RelayArgs>),
+    Relay(Box<RelayArgs>),
     /// Benchmarks: `bench poller` (libevent's bench.c against the Rust peers), `bench idle`.
-    Bench(crate::bench::BenchArgs),
+    Bench(anypoll_bench::BenchArgs),
 }
 
 /// Parses a command line, `argv[0]` first, as [`main`] does.
@@ -50,7 +54,28 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    Cli::try_parse_from(argv)
+    let mut cmd = command();
+    let mut m = cmd.try_get_matches_from_mut(argv)?;
+    Cli::from_arg_matches_mut(&mut m).map_err(|e| e.format(&mut cmd))
+}
+
+/// The command line's definition: [`Cli`]'s, with the relay's defaults
+/// shown in its help (`[default: 10000]`) and the keys of its `--config`
+/// file listed after the options. The defaults come from the relay's own
+/// [`RelayConfig::default`](anypoll_relay::config::RelayConfig), not from
+/// clap, because a clap default would override the config file.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("relay", |mut relay| {
+        for (id, value) in RelayArgs::shown_defaults() {
+            relay = relay.mut_arg(id, |a| {
+                let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                a.help(format!("{help} [default: {value}]"))
+            });
+        }
+        relay.after_help(format!(
+            "The keys of a --config FILE (TOML) are the options' names with '_' for '-':\n\n{CONFIG_EXAMPLE}"
+        ))
+    })
 }
 
 /// What [`main`] prints for a command line clap rejects, before exiting
@@ -68,21 +93,6 @@ pub fn usage_error(e: &clap::Error) -> Option<String> {
     let first = text.split("\n\n").next().unwrap_or_default().trim();
     let first = if first.is_empty() { "bad usage" } else { first };
     Some(format!("anypoll: {} (see --help)", printable(first.trim_start_matches("error: "))))
-}
-
-/// `s` with control characters (and the Unicode line and paragraph
-/// separators) escaped as `\n`, `\r`, `\u{1b}`..., so that text from the
-/// user keeps an error message on one line and cannot drive the terminal.
-pub(crate) fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Parses the command line, runs the command, returns the exit status.
@@ -108,9 +118,9 @@ pub fn main() -> ExitCode {
             eprintln!("anypoll: no command given; try `anypoll probe`, `anypoll demo` or `anypoll --help`");
             ExitCode::from(2)
         }
-        Some(Command::Demo(args)) => crate::demo::run(&args, cli.poller.as_deref()),
-        Some(Command::Relay(args)) => crate::relay::main(&args, cli.poller.as_deref()),
-        Some(Command::Bench(args)) => crate::bench::run(&args, cli.poller.as_deref()),
+        Some(Command::Demo(args)) => demo::run(&args, cli.poller.as_deref()),
+        Some(Command::Relay(args)) => relay::main(&args, cli.poller.as_deref()),
+        Some(Command::Bench(args)) => anypoll_bench::run(&args, cli.poller.as_deref()),
     }
 }
 
@@ -153,5 +163,47 @@ fn probe(flag: Option<&str>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay_help() -> String {
+        let mut cmd = command();
+        let relay = cmd.find_subcommand_mut("relay").expect("relay subcommand");
+        relay.render_help().to_string()
+    }
+
+    #[test]
+    fn relay_help_shows_every_default() {
+        let help = relay_help();
+        for (id, value) in RelayArgs::shown_defaults() {
+            let flag = format!("--{}", id.replace('_', "-"));
+            let line =
+                help.lines().find(|l| l.trim_start().starts_with(&flag)).unwrap_or_else(|| panic!("{flag}: {help}"));
+            assert!(line.contains(&format!("[default: {value}]")), "{flag} shows its default {value}: {line}");
+        }
+        assert!(help.contains("[default: 10000]"), "{help}");
+    }
+
+    #[test]
+    fn relay_help_lists_the_config_keys() {
+        let help = relay_help();
+        assert!(help.contains("its keys are listed below"), "{help}");
+        for key in ["timeout_client = ", "check_interval = ", "grace = ", "stats = "] {
+            assert!(help.contains(key), "{key} in the help: {help}");
+        }
+    }
+
+    #[test]
+    fn a_default_is_not_a_value() {
+        // The shown defaults must not become clap defaults: a config file
+        // value would then lose to an option nobody gave.
+        let cli = parse_from(["anypoll", "relay", "--listen", "127.0.0.1:0"]).expect("parses");
+        let Some(Command::Relay(args)) = cli.command else { panic!("not relay") };
+        assert_eq!(args.maxconn, None);
+        assert_eq!(args.timeout_client, None);
     }
 }

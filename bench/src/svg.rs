@@ -3,8 +3,6 @@
 
 use std::fmt::Write as _;
 
-use super::poller::Row;
-
 const W: f64 = 760.0;
 const H: f64 = 440.0;
 const LEFT: f64 = 70.0;
@@ -18,20 +16,9 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// The SVG document for `all` (one `Vec<Row>` per n, in the order of `fds`).
-pub(crate) fn plot(all: &[Vec<Row>], fds: &[usize]) -> String {
-    // Series in first-seen order.
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for rows in all {
-        for r in rows {
-            let Some(m) = r.median_us() else { continue };
-            let p = (r.w.n as f64, m);
-            match series.iter_mut().find(|(n, _)| *n == r.name) {
-                Some((_, pts)) => pts.push(p),
-                None => series.push((r.name.clone(), vec![p])),
-            }
-        }
-    }
+/// The SVG document for `series`: (contender, points of (n, median µs)),
+/// over the x range of `fds`.
+pub(crate) fn plot(series: &[(String, Vec<(f64, f64)>)], fds: &[usize]) -> String {
     let xmin = fds.iter().copied().min().unwrap_or(1).max(1) as f64;
     let xmax = fds.iter().copied().max().unwrap_or(1).max(1) as f64;
     let log = xmax / xmin >= 10.0;

@@ -1,23 +1,9 @@
 //! Relay settings: from the command line, from a TOML file (`--config`),
-//! or both (the command line wins).
+//! or both (the command line wins). Every key of the file
+//! ([`CONFIG_EXAMPLE`], also shown at the end of `anypoll relay --help`):
 //!
 //! ```toml
-//! listen = ["127.0.0.1:8080", "[::1]:8080"]
-//! server = ["127.0.0.1:9001", "127.0.0.1:9002"]
-//! poller = "epoll"          # optional
-//! splice = "auto"           # auto | always | never
-//! maxconn = 10000
-//! timeout_connect = "5s"    # a number alone is milliseconds
-//! timeout_client = "30s"
-//! timeout_server = "30s"
-//! bufsize = 16384
-//! threads = 1
-//! check = "http:/health"    # tcp | http:/path | none
-//! check_interval = "2s"
-//! rise = 2
-//! fall = 3
-//! stats = "127.0.0.1:8404"  # a port alone binds to 127.0.0.1
-//! grace = "5s"
+#![doc = include_str!("config_example.toml")]
 //! ```
 
 use std::cell::Cell;
@@ -27,8 +13,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::printable;
-use crate::stream::SpliceMode;
+use anypoll::stream::SpliceMode;
+
+/// Every key of a `--config` file, with its default or an example
+/// value, as `anypoll relay --help` lists them.
+pub const CONFIG_EXAMPLE: &str = include_str!("config_example.toml");
 
 /// How servers are checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,59 +94,111 @@ impl Default for RelayConfig {
 }
 
 /// `anypoll relay` options.
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct RelayArgs {
     /// Address to listen on (repeatable). IPv4, or IPv6 as `[::1]:port`.
-    #[arg(long, value_name = "ADDR")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "ADDR"))]
     pub listen: Vec<String>,
     /// Server address (repeatable).
-    #[arg(long, value_name = "ADDR")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "ADDR"))]
     pub server: Vec<String>,
-    /// TOML file with the same settings; the command line wins.
-    #[arg(long, value_name = "FILE")]
+    /// TOML file with the same settings (its keys are listed below); the command line wins.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
     pub config: Option<PathBuf>,
     /// Splice mode: auto, always or never.
-    #[arg(long, value_name = "MODE")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "MODE"))]
     pub splice: Option<String>,
     /// Same as --splice never.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub no_splice: bool,
     /// Connections at most; beyond, accepting pauses.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub maxconn: Option<usize>,
     /// Server connect timeout (e.g. 5s, 500ms; a number alone is ms).
-    #[arg(long, value_name = "DURATION")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub timeout_connect: Option<String>,
     /// Client-side inactivity timeout.
-    #[arg(long, value_name = "DURATION")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub timeout_client: Option<String>,
     /// Server-side inactivity timeout.
-    #[arg(long, value_name = "DURATION")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub timeout_server: Option<String>,
     /// Buffer size per direction, in bytes.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub bufsize: Option<usize>,
     /// Event loops, one per thread, each with its own SO_REUSEPORT listeners.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub threads: Option<usize>,
     /// Health check: tcp, http:/path or none.
-    #[arg(long, value_name = "KIND")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "KIND"))]
     pub check: Option<String>,
     /// Time between checks of one server.
-    #[arg(long, value_name = "DURATION")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub check_interval: Option<String>,
     /// Consecutive successes to mark a server up.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub rise: Option<u32>,
     /// Consecutive failures to mark a server down.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub fall: Option<u32>,
     /// Serve the counters as text here; a port alone binds to 127.0.0.1.
-    #[arg(long, value_name = "ADDR")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "ADDR"))]
     pub stats: Option<String>,
     /// Grace period for live connections after SIGTERM/SIGINT.
-    #[arg(long, value_name = "DURATION")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub grace: Option<String>,
+}
+
+impl RelayArgs {
+    /// The default of each option that has one, as `anypoll relay --help`
+    /// shows it: (field name, value). Taken from [`RelayConfig::default`],
+    /// so the help cannot drift from the code.
+    pub fn shown_defaults() -> Vec<(&'static str, String)> {
+        let d = RelayConfig::default();
+        vec![
+            ("splice", splice_name(d.splice).to_string()),
+            ("maxconn", d.maxconn.to_string()),
+            ("timeout_connect", show_duration(d.timeout_connect)),
+            ("timeout_client", show_duration(d.timeout_client)),
+            ("timeout_server", show_duration(d.timeout_server)),
+            ("bufsize", d.bufsize.to_string()),
+            ("threads", d.threads.to_string()),
+            ("check", check_name(&d.check)),
+            ("check_interval", show_duration(d.check_interval)),
+            ("rise", d.rise.to_string()),
+            ("fall", d.fall.to_string()),
+            ("grace", show_duration(d.grace)),
+        ]
+    }
+}
+
+/// `d` as [`parse_duration`] reads it back: `5s`, `2m`, `250ms`.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0ms".to_string(),
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+fn splice_name(m: SpliceMode) -> &'static str {
+    match m {
+        SpliceMode::Auto => "auto",
+        SpliceMode::Always => "always",
+        SpliceMode::Never => "never",
+    }
+}
+
+fn check_name(c: &CheckKind) -> String {
+    match c {
+        CheckKind::None => "none".to_string(),
+        CheckKind::Tcp => "tcp".to_string(),
+        CheckKind::Http(path) => format!("http:{path}"),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +220,21 @@ struct FileConfig {
     fall: Option<u32>,
     stats: Option<String>,
     grace: Option<toml::Value>,
+}
+
+/// `s` with control characters (and the Unicode line and paragraph
+/// separators) escaped as `\n`, `\r`, `\u{1b}`..., so that text from the
+/// user keeps an error message on one line and cannot drive the terminal.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Parses `5s`, `250ms`, `2m`, `1h`, or a bare number of milliseconds.
@@ -454,6 +510,68 @@ mod tests {
         assert!(parse_check("http:health").is_err());
         assert!(parse_check("http:/a b").is_err());
         assert_eq!(parse_stats("8404").unwrap(), "127.0.0.1:8404".parse().unwrap());
+    }
+
+    #[test]
+    fn shown_defaults_read_back_as_the_defaults() {
+        let d = RelayConfig::default();
+        let shown = RelayArgs::shown_defaults();
+        let get = |k: &str| shown.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()).expect(k);
+        assert_eq!(parse_duration(&get("timeout_connect")), Ok(d.timeout_connect));
+        assert_eq!(parse_duration(&get("timeout_client")), Ok(d.timeout_client));
+        assert_eq!(parse_duration(&get("timeout_server")), Ok(d.timeout_server));
+        assert_eq!(parse_duration(&get("check_interval")), Ok(d.check_interval));
+        assert_eq!(parse_duration(&get("grace")), Ok(d.grace));
+        assert_eq!(parse_splice(&get("splice")), Ok(d.splice));
+        assert_eq!(parse_check(&get("check")), Ok(d.check.clone()));
+        assert_eq!(get("maxconn").parse(), Ok(d.maxconn));
+        assert_eq!(get("bufsize").parse(), Ok(d.bufsize));
+        assert_eq!(get("threads").parse(), Ok(d.threads));
+        assert_eq!(get("rise").parse(), Ok(d.rise));
+        assert_eq!(get("fall").parse(), Ok(d.fall));
+        for d in [Duration::ZERO, Duration::from_millis(1500), Duration::from_secs(120), Duration::from_secs(7200)] {
+            assert_eq!(parse_duration(&show_duration(d)), Ok(d), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn the_config_example_is_a_valid_file_with_every_key() {
+        let mut c = RelayConfig::default();
+        c.apply_file(CONFIG_EXAMPLE).expect("the example parses");
+        assert!(c.validate().is_ok());
+        // What is not marked "example" is the default.
+        let d = RelayConfig::default();
+        assert_eq!(
+            (c.splice, c.maxconn, c.timeout_connect, c.timeout_client, c.timeout_server, c.bufsize, c.threads),
+            (d.splice, d.maxconn, d.timeout_connect, d.timeout_client, d.timeout_server, d.bufsize, d.threads)
+        );
+        assert_eq!(
+            (&c.check, c.check_interval, c.rise, c.fall, c.grace),
+            (&d.check, d.check_interval, d.rise, d.fall, d.grace)
+        );
+        let keys: Vec<&str> =
+            CONFIG_EXAMPLE.lines().filter_map(|l| l.split_once(" =")).map(|(k, _)| k.trim()).collect();
+        // Every key FileConfig knows (deny_unknown_fields rejects others).
+        for k in [
+            "listen",
+            "server",
+            "poller",
+            "splice",
+            "maxconn",
+            "timeout_connect",
+            "timeout_client",
+            "timeout_server",
+            "bufsize",
+            "threads",
+            "check",
+            "check_interval",
+            "rise",
+            "fall",
+            "stats",
+            "grace",
+        ] {
+            assert!(keys.contains(&k), "{k} is not in the example");
+        }
     }
 
     #[test]

@@ -66,6 +66,13 @@ pub struct RunStats {
     pub syscalls: Option<u64>,
 }
 
+/// One contender, set up and ready for runs.
+pub(crate) trait Contender {
+    /// One run: seed, time the loop until every byte went through, check
+    /// that the pairs are drained.
+    fn run(&mut self) -> io::Result<RunStats>;
+}
+
 /// The pairs: `rx[i]` is watched; a byte for pair `i` is written to `tx[i]`.
 #[derive(Debug)]
 pub(crate) struct Ring {

@@ -6,14 +6,15 @@
 //! `fuzz/corpus/TARGET/*` (grown by `ci/fuzz.sh`, minimized) and
 //! `fuzz/regressions/TARGET/*` (inputs that once failed).
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod fuzz;
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The repository root: this test lives in cli/.
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {

@@ -6,7 +6,9 @@
 //!
 //! Everything is on loopback; every wait is bounded.
 
+#[path = "../../relay/tests/relay_common/mod.rs"]
 mod relay_common;
+mod relay_proc;
 
 #[cfg(target_os = "linux")]
 use std::io;
@@ -17,6 +19,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use relay_common::*;
+use relay_proc::*;
 
 const L: &str = "127.0.0.1:0";
 

@@ -14,8 +14,7 @@ use std::io::{self, Read, Write};
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
 
-use super::poller::Contender;
-use super::ring::{check_drained, Budget, Guard, Ring, RunStats, Stopwatch, Workload, BUF, FILL, WAIT};
+use super::ring::{check_drained, Budget, Contender, Guard, Ring, RunStats, Stopwatch, Workload, BUF, FILL, WAIT};
 
 /// Events fetched per wait, as anypoll's loop does.
 const EVENTS: usize = 1024;

@@ -5,13 +5,16 @@
 //!
 //! Everything is on loopback; every load is bounded in count and time.
 
+#[path = "../../relay/tests/relay_common/mod.rs"]
 mod relay_common;
+mod relay_proc;
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use relay_common::*;
+use relay_proc::*;
 
 const L: &str = "127.0.0.1:0";
 
@@ -326,8 +329,8 @@ fn memory_is_bounded_by_backpressure_with_splice() {
 
 // ----- a timeout for every phase -----
 //
-// Connect, client idle and server idle: tests/relay_timeouts.rs. The
-// grace period: tests/relay_cli.rs. Stats clients: tests/relay_security.rs.
+// Connect, client idle and server idle: relay/tests/relay_timeouts.rs. The
+// grace period: cli/tests/relay_cli.rs. Stats clients: cli/tests/relay_security.rs.
 // Here: half-closed connections, a stalled transfer, health checks.
 
 const T: Duration = Duration::from_millis(600);
@@ -437,7 +440,7 @@ fn a_health_check_that_gets_no_answer_times_out() {
         count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     });
     let mut cfg = config(&[server.addr]);
-    cfg.check = anypoll::relay::config::CheckKind::Http("/health".into());
+    cfg.check = anypoll_relay::config::CheckKind::Http("/health".into());
     cfg.check_interval = Duration::from_millis(300);
     cfg.fall = 2;
     let relay = Relay::start(cfg);

@@ -1,0 +1,260 @@
+//! One client's stream: the choice of a server, the connect (and one
+//! retry elsewhere), forwarding, the timeouts, the end and its log line.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anypoll::connection::{ConnError, Connection};
+use anypoll::sockops::Real;
+use anypoll::stream::{Outcome, Phase, Stream};
+use anypoll::{Ctx, FdState};
+
+use crate::tag::{Owner, TimerTag};
+use crate::{Entry, Seen, Worker};
+
+/// Which timeout ended a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timeout {
+    /// The server did not accept the connect in time.
+    Connect,
+    /// The client side was idle too long.
+    Client,
+    /// The server side was idle too long.
+    Server,
+}
+
+impl Timeout {
+    /// The stream's outcome: the side that timed out failed.
+    fn outcome(self) -> Outcome {
+        match self {
+            Timeout::Connect => Outcome::ConnectFailed(ConnError::Timeout),
+            Timeout::Client => Outcome::FrontError(ConnError::Timeout),
+            Timeout::Server => Outcome::BackError(ConnError::Timeout),
+        }
+    }
+
+    /// What the log line says.
+    fn what(self) -> &'static str {
+        match self {
+            Timeout::Connect => "connect timeout",
+            Timeout::Client => "client timeout",
+            Timeout::Server => "server timeout",
+        }
+    }
+}
+
+impl Worker {
+    pub(crate) fn pick_server(&mut self, exclude: Option<usize>) -> Option<usize> {
+        let n = self.shared.servers.len();
+        for k in 0..n {
+            let i = (self.rr + k) % n;
+            if Some(i) != exclude && self.shared.servers[i].up.load(Ordering::Relaxed) {
+                self.rr = i + 1;
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Starts the stream of an accepted client, whose slot is reserved
+    /// (and released here if the stream does not start).
+    pub(crate) fn open(&mut self, cx: &mut Ctx, sock: OwnedFd, peer: SocketAddr) {
+        let Some(server) = self.pick_server(None) else {
+            self.release_slot();
+            self.stats.no_server += 1;
+            log::warn!("client {peer}: closed at once, no server is up");
+            drop(sock);
+            return;
+        };
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.streams.push(None);
+            self.streams.len() - 1
+        });
+        let mut front = Connection::from_connected(sock);
+        if let Err(e) = front.ctrl_init(cx, Owner::Front(slot).encode(), FdState::RECV_ACTIVE) {
+            log::warn!("client {peer}: cannot register: {e}");
+            front.force_close(cx);
+            self.free.push(slot);
+            self.release_slot();
+            return;
+        }
+        front.xprt_init();
+        let back = match self.connect_back(cx, slot, server) {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("client {peer}: connect to server {}: {e}", self.shared.servers[server].addr);
+                front.force_close(cx);
+                self.free.push(slot);
+                self.release_slot();
+                return;
+            }
+        };
+        let now = Instant::now();
+        let stream = Stream::new(front, back, self.shared.cfg.splice);
+        let timer = cx.add_timer(self.shared.cfg.timeout_connect, TimerTag::Stream(slot).encode());
+        self.streams[slot] = Some(Entry {
+            stream,
+            server,
+            tried: 1,
+            peer,
+            timer: Some(timer),
+            front_last: now,
+            back_last: now,
+            connect_started: now,
+            seen: Seen::default(),
+        });
+    }
+
+    pub(crate) fn connect_back(&mut self, cx: &mut Ctx, slot: usize, server: usize) -> io::Result<Connection> {
+        let mut back = Connection::connect(self.shared.servers[server].addr)?;
+        cx.counters_mut().other += 2; // socket + connect
+        if let Err(e) = back.ctrl_init(cx, Owner::Back(slot).encode(), FdState::SEND_ACTIVE) {
+            back.force_close(cx);
+            return Err(e);
+        }
+        back.xprt_init();
+        Ok(back)
+    }
+
+    pub(crate) fn stream_io(&mut self, cx: &mut Ctx, slot: usize) {
+        let Some(e) = self.streams.get_mut(slot).and_then(Option::as_mut) else { return };
+        let connecting = e.stream.phase() == Phase::Connect;
+        let outcome = e.stream.process(&mut Real, cx, &mut self.pools);
+        let seen = Seen::of(&e.stream);
+        let now = cx.now();
+        if seen.from_client != e.seen.from_client || seen.to_client != e.seen.to_client {
+            e.front_last = now;
+        }
+        if seen.from_server != e.seen.from_server || seen.to_server != e.seen.to_server {
+            e.back_last = now;
+        }
+        self.stats.bytes_up += seen.to_server - e.seen.to_server;
+        self.stats.bytes_down += seen.to_client - e.seen.to_client;
+        e.seen = seen;
+        if connecting && e.stream.phase() == Phase::Data {
+            // Connected: the timer was armed for the connect timeout; the
+            // idle timeouts apply now and may be shorter.
+            if let Some(t) = e.timer.take() {
+                cx.cancel_timer(t);
+            }
+            let cfg = &self.shared.cfg;
+            let deadline = (e.front_last + cfg.timeout_client).min(e.back_last + cfg.timeout_server);
+            e.timer = Some(cx.add_timer_at(deadline, TimerTag::Stream(slot).encode()));
+        }
+        match outcome {
+            Outcome::Running => {}
+            Outcome::ConnectFailed(err) if e.stream.req.bytes_out == 0 && e.tried < 2 => {
+                let (failed, peer) = (e.server, e.peer);
+                match self.pick_server(Some(failed)) {
+                    Some(next) => {
+                        log::info!(
+                            "client {}: server {} {err}; retrying on {}",
+                            peer,
+                            self.shared.servers[failed].addr,
+                            self.shared.servers[next].addr
+                        );
+                        self.stats.retries += 1;
+                        self.retry(cx, slot, next);
+                    }
+                    None => self.finish(cx, slot),
+                }
+            }
+            _ => self.finish(cx, slot),
+        }
+    }
+
+    pub(crate) fn retry(&mut self, cx: &mut Ctx, slot: usize, server: usize) {
+        match self.connect_back(cx, slot, server) {
+            Ok(back) => {
+                let e = self.streams[slot].as_mut().expect("live stream");
+                e.stream.replace_back(cx, back);
+                e.server = server;
+                e.tried += 1;
+                e.connect_started = Instant::now();
+            }
+            Err(err) => {
+                log::warn!("server {}: {err}", self.shared.servers[server].addr);
+                self.finish(cx, slot);
+            }
+        }
+    }
+
+    pub(crate) fn finish(&mut self, cx: &mut Ctx, slot: usize) {
+        let Some(mut e) = self.streams[slot].take() else { return };
+        let outcome = e.stream.outcome();
+        let lost = e.stream.req.pending() + e.stream.res.pending();
+        let server = self.shared.servers[e.server].addr;
+        match outcome {
+            Outcome::Finished | Outcome::Running => {
+                log::debug!(
+                    "client {} ↔ server {server}: done, {} B up, {} B down",
+                    e.peer,
+                    e.seen.to_server,
+                    e.seen.to_client
+                )
+            }
+            Outcome::ConnectFailed(err) => {
+                self.stats.aborted += 1;
+                log::warn!("client {}: connect to server {server} failed: {err}; {lost} B not delivered", e.peer);
+            }
+            // Bytes dropped are a warning (seen at the default level); an
+            // abort that lost nothing (a client gone between requests) is
+            // information.
+            Outcome::FrontError(err) => {
+                self.stats.aborted += 1;
+                let level = if lost > 0 { log::Level::Warn } else { log::Level::Info };
+                log::log!(level, "client {} ↔ server {server}: client side: {err}; {lost} B not delivered", e.peer);
+            }
+            Outcome::BackError(err) => {
+                self.stats.aborted += 1;
+                let level = if lost > 0 { log::Level::Warn } else { log::Level::Info };
+                log::log!(level, "client {} ↔ server {server}: server side: {err}; {lost} B not delivered", e.peer);
+            }
+        }
+        if let Some(t) = e.timer.take() {
+            cx.cancel_timer(t);
+        }
+        e.stream.close(cx, &mut self.pools);
+        self.free.push(slot);
+        self.release_slot();
+        self.maybe_resume(cx);
+        if self.stopping && self.live() == 0 {
+            cx.stop();
+        }
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.streams.len() - self.free.len()
+    }
+
+    pub(crate) fn stream_timer(&mut self, cx: &mut Ctx, slot: usize) {
+        let cfg = &self.shared.cfg;
+        let (tc, ts, tcon) = (cfg.timeout_client, cfg.timeout_server, cfg.timeout_connect);
+        let Some(e) = self.streams.get_mut(slot).and_then(Option::as_mut) else { return };
+        e.timer = None;
+        let now = Instant::now();
+        let (deadline, cause) = match e.stream.phase() {
+            Phase::Connect => (e.connect_started + tcon, Timeout::Connect),
+            Phase::Done => return,
+            Phase::Data => {
+                let c = e.front_last + tc;
+                let s = e.back_last + ts;
+                if c <= s {
+                    (c, Timeout::Client)
+                } else {
+                    (s, Timeout::Server)
+                }
+            }
+        };
+        if deadline <= now {
+            e.stream.abort(cause.outcome());
+            log::info!("client {}: {}", e.peer, cause.what());
+            self.finish(cx, slot);
+        } else {
+            e.timer = Some(cx.add_timer_at(deadline, TimerTag::Stream(slot).encode()));
+        }
+    }
+}

@@ -1,8 +1,0 @@
-//! The `anypoll` command: `probe`, `demo`, and (as they land) `bench` and
-//! `relay`. See `anypoll --help`.
-
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    anypoll::cli::main()
-}
