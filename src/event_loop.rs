@@ -64,8 +64,12 @@ use crate::signal::SignalPipe;
 use crate::sockops::{Real, SockOps};
 use crate::timer::{TimerId, Timers};
 
-/// The owner value of the loop's own signal pipe.
-const SIGNAL_OWNER: usize = usize::MAX;
+/// The token of the loop's own signal pipe. The pipe is not in the fd
+/// table: it is registered with the poller directly, under a token that
+/// [`pack`] never produces (the low half of a packed token is a
+/// non-negative fd, so never all ones). Every owner value stays the
+/// embedder's: none is reserved.
+const SIGNAL_TOKEN: Token = Token(usize::MAX);
 
 /// What the loop hands an owner.
 #[derive(Debug, Clone, Copy)]
@@ -216,7 +220,8 @@ impl Ctx {
     pub fn is_stopping(&self) -> bool {
         self.stop
     }
-    /// How many fds are registered (the loop's own signal pipe included).
+    /// How many fds are registered (the loop's own signal pipe, which is
+    /// not in the fd table, excluded).
     pub fn fd_count(&self) -> usize {
         self.fds.len()
     }
@@ -328,6 +333,16 @@ impl Ctx {
     /// refused it), if any.
     pub fn take_error(&mut self, fd: RawFd) -> Option<io::Error> {
         self.errors.remove(&fd)
+    }
+
+    /// Watches the signal pipe's read end `fd` under [`SIGNAL_TOKEN`],
+    /// outside the fd table. Level-triggered where the backend can; else
+    /// edge, which is enough because the loop drains the pipe to EAGAIN.
+    fn watch_signals(&mut self, fd: RawFd) -> io::Result<()> {
+        let caps = self.poller.capabilities();
+        let trigger = if caps.contains(Capabilities::LEVEL) { Trigger::Level } else { Trigger::Edge };
+        self.counters.ctl += 1;
+        self.poller.add(fd, SIGNAL_TOKEN, Interest::READ, trigger)
     }
 
     fn reschedule_if_runnable(&mut self, fd: RawFd) {
@@ -775,7 +790,7 @@ impl EventLoop {
     /// ```
     pub fn handle_signals(&mut self, signals: &[libc::c_int]) -> io::Result<()> {
         let pipe = SignalPipe::install(signals)?;
-        self.cx.register(pipe.fd(), SIGNAL_OWNER, FdState::RECV_ACTIVE)?;
+        self.cx.watch_signals(pipe.fd())?;
         self.signals = Some(pipe);
         Ok(())
     }
@@ -786,6 +801,9 @@ impl EventLoop {
     pub fn after_fork(&mut self) -> io::Result<()> {
         let name = self.cx.poller.name();
         self.cx.poller = registry::create(name, registry::Source::Api).map_err(|e| io::Error::other(e.to_string()))?;
+        if let Some(pipe) = &self.signals {
+            self.cx.watch_signals(pipe.fd())?;
+        }
         let fds: Vec<RawFd> = self.cx.fds.iter().map(|(fd, _)| fd).collect();
         for fd in fds {
             self.cx.fds.get_mut(fd).expect("listed").polled = None;
@@ -827,15 +845,15 @@ impl EventLoop {
 
         let mut signalled = false;
         for ev in self.events.iter() {
+            if ev.token() == SIGNAL_TOKEN {
+                signalled = true;
+                continue;
+            }
             let (fd, gen) = unpack(ev.token().0);
             let Some(e) = cx.fds.get_mut(fd).filter(|e| e.gen == gen) else {
                 cx.counters.stale += 1;
                 continue;
             };
-            if e.owner == SIGNAL_OWNER {
-                signalled = true;
-                continue;
-            }
             let before = e.state;
             e.state = on_event(e.state, ev.ready());
             e.last = ev.ready();
@@ -886,7 +904,7 @@ impl EventLoop {
             let Some(e) = cx.fds.get_mut(fd) else { continue };
             e.spec = false;
             let ready = e.runnable();
-            if ready.is_empty() || !e.progress || e.owner == SIGNAL_OWNER {
+            if ready.is_empty() || !e.progress {
                 continue;
             }
             e.progress = false;
