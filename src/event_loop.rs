@@ -91,10 +91,20 @@ pub enum Io {
     Done(usize),
     /// EAGAIN: the direction is no longer READY and will be polled.
     WouldBlock,
-    /// recv: the peer shut down its side (a recv returned 0, or a short
-    /// read after a hang-up report proved it without another recv).
+    /// recv: the peer shut down its side cleanly (a recv returned 0, or a
+    /// short read after a hang-up report proved it without another recv),
+    /// and no error was reported for the fd.
     Closed,
-    /// A hard error; the fd's ERROR bit is set.
+    /// A hard error; the fd's ERROR bit is set and both directions are
+    /// shut (later calls return `Closed`). The error keeps its errno.
+    ///
+    /// A peer that sends data and then resets the connection (SO_LINGER
+    /// {1, 0}, or a crash) surfaces the same way on every backend: recv
+    /// gives the data (`Done`), then `Error` carrying the socket's error,
+    /// ECONNRESET, never `Closed`. Where the poller reports the reset with
+    /// the data (ERR and HUP on epoll, poll, compat), the loop reads the
+    /// error with `SO_ERROR` once the data is out; where it reports plain
+    /// readability (select), the recv itself returns ECONNRESET.
     Error(io::Error),
 }
 
@@ -392,12 +402,13 @@ impl Ctx {
 
     /// A recv returned less than asked: under the level strategy the fd is
     /// drained, so READY is cleared without the recv that would only return
-    /// EAGAIN. Under edge it proves nothing, unless a hang-up was reported:
-    /// then the input is over (SHUT) on both strategies.
+    /// EAGAIN. Under edge it proves nothing, unless a hang-up or an error
+    /// was reported: then the input is over (SHUT) on both strategies, and
+    /// the next recv says how it ended ([`Io`]).
     /// It counts as progress.
     pub fn done_recv(&mut self, fd: RawFd) {
         let Some(e) = self.fds.get(fd) else { return };
-        let (set, clear) = if e.state.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP) {
+        let (set, clear) = if e.state.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP | FdState::ERROR) {
             (FdState::RECV_SHUT, FdState::empty())
         } else if self.strategy == Strategy::Level {
             (FdState::empty(), FdState::RECV_READY)
@@ -456,14 +467,14 @@ impl Ctx {
     /// illumos returns it from a recv on a socket that is still connecting.
     pub fn recv_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &mut [u8], enotconn_is_eagain: bool) -> Io {
         if self.state(fd).is_some_and(|s| s.contains(FdState::RECV_SHUT)) {
-            return Io::Closed;
+            return self.input_over(ops, fd);
         }
         loop {
             self.counters.reads += 1;
             match ops.recv(fd, buf, 0) {
                 Ok(0) if !buf.is_empty() => {
                     self.set_state(fd, FdState::RECV_SHUT, FdState::empty());
-                    return Io::Closed;
+                    return self.input_over(ops, fd);
                 }
                 Ok(n) if n < buf.len() => {
                     self.done_recv(fd);
@@ -479,6 +490,38 @@ impl Ctx {
                 },
             }
         }
+    }
+
+    /// How the input of `fd` ended, once it is known to be over (a recv
+    /// returned 0, or a short read after a hang-up or error report):
+    /// [`Io::Closed`], unless the fd has the ERROR bit. Then the error
+    /// comes out, the same on every backend: the one the loop recorded
+    /// itself (the backend refused the fd, see [`take_error`](Ctx::take_error)),
+    /// else the socket's pending error, read once with `SO_ERROR` (a peer
+    /// that sent data then reset gives ECONNRESET after the data). An ERROR
+    /// report whose `SO_ERROR` is 0 gives an error without errno that says
+    /// so. The one place that turns the ERROR bit into an error for recv;
+    /// the transport ([`crate::raw_sock`]) ends its reads here too.
+    pub(crate) fn input_over<S: SockOps>(&mut self, ops: &mut S, fd: RawFd) -> Io {
+        if !self.state(fd).is_some_and(|s| s.contains(FdState::ERROR)) {
+            return Io::Closed;
+        }
+        if let Some(e) = self.errors.remove(&fd) {
+            return Io::Error(e);
+        }
+        self.counters.other += 1;
+        let e = match ops.so_error(fd) {
+            Ok(0) => io::Error::other(format!(
+                "fd {fd}: the {} backend reported an error that SO_ERROR does not name",
+                self.poller.name()
+            )),
+            Ok(errno) => io::Error::from_raw_os_error(errno),
+            // Not a socket (a pipe): nothing to name, the input is over.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => return Io::Closed,
+            Err(e) => e,
+        };
+        self.hard_error(fd);
+        Io::Error(e)
     }
 
     /// Sends from `buf` with MSG_NOSIGNAL (and MSG_MORE when `more`, where

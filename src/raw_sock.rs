@@ -62,16 +62,19 @@ fn read0(cx: &mut Ctx, conn: &mut Connection) {
     cx.set_state(conn.fd(), FdState::RECV_SHUT, FdState::empty());
 }
 
-/// Reads `SO_ERROR` once and records the error (or says explicitly that
-/// the poller's ERR came with no errno).
-fn error_from_so_error<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection) {
-    cx.counters_mut().other += 1;
-    let err = match ops.so_error(conn.fd()) {
-        Ok(0) => ConnError::PollErrNoErrno,
-        Ok(errno) => ConnError::from_errno(errno),
-        Err(e) => ConnError::from_io(&e),
-    };
-    conn.set_error(err);
+/// The connection error of an [`Io::Error`] from the loop: its errno, or
+/// [`ConnError::PollErrNoErrno`] for the loop's "ERR without errno".
+fn conn_error(e: &std::io::Error) -> ConnError {
+    e.raw_os_error().map_or(ConnError::PollErrNoErrno, ConnError::from_errno)
+}
+
+/// The input is over ([`Ctx::input_over`]): a read shutdown, or the error
+/// the fd's ERROR bit stands for.
+fn input_over<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection) {
+    match cx.input_over(ops, conn.fd()) {
+        Io::Error(e) => conn.set_error(conn_error(&e)),
+        _ => read0(cx, conn),
+    }
 }
 
 /// The rows that are decided from the poller's flags before any recv.
@@ -120,14 +123,11 @@ pub fn rcv_buf<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, buf
                 done += n;
                 conn.connected();
                 if n < want {
-                    let state = cx.state(fd).unwrap_or_default();
-                    if state.contains(FdState::ERROR) {
-                        // A short read while ERR is reported: the data is
-                        // kept, and the error is final.
-                        error_from_so_error(ops, cx, conn);
-                    } else if state.contains(FdState::RECV_SHUT) {
-                        // Short read after a hang-up report: input over.
-                        conn.flags |= ConnFlags::SOCK_RD_SH;
+                    if cx.state(fd).unwrap_or_default().contains(FdState::RECV_SHUT) {
+                        // Short read after a hang-up or error report: the
+                        // data is kept, and the input is over; the loop
+                        // says how (a read shutdown, or the error).
+                        input_over(ops, cx, conn);
                     }
                     break;
                 }
@@ -138,7 +138,7 @@ pub fn rcv_buf<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, buf
             }
             Io::WouldBlock => break,
             Io::Error(e) => {
-                conn.set_error(ConnError::from_io(&e));
+                conn.set_error(conn_error(&e));
                 break;
             }
         }
@@ -255,7 +255,7 @@ pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
                 if n < want && cx.state(fd).is_some_and(|s| s.contains(FdState::ERROR)) {
                     // A short splice while ERR is reported: as for a short
                     // read, the bytes are kept and the error is final.
-                    error_from_so_error(ops, cx, conn);
+                    input_over(ops, cx, conn);
                     break;
                 }
                 if n < want {
