@@ -383,14 +383,6 @@ impl Ctx {
     pub fn stop_send(&mut self, fd: RawFd) {
         self.set_state(fd, FdState::empty(), FdState::SEND_ACTIVE);
     }
-    /// A recv returned EAGAIN: poll before trying again.
-    pub fn cant_recv(&mut self, fd: RawFd) {
-        self.set_state(fd, FdState::empty(), FdState::RECV_READY);
-    }
-    /// A send returned EAGAIN: poll before trying again.
-    pub fn cant_send(&mut self, fd: RawFd) {
-        self.set_state(fd, FdState::empty(), FdState::SEND_READY);
-    }
     /// Declares that a recv is worth trying (without an event).
     pub fn may_recv(&mut self, fd: RawFd) {
         self.set_state(fd, FdState::RECV_READY, FdState::empty());
@@ -574,6 +566,11 @@ impl Ctx {
     /// polled again; a real hang-up would be reported again. Without this,
     /// rule 5 of [`crate::fd`] would leave a spuriously hung-up fd unpolled
     /// for good.
+    ///
+    /// A layer that makes its own syscalls on a registered fd calls this
+    /// on EAGAIN: it is the only way to clear READY after one (there is no
+    /// separate `cant_recv`/`cant_send`, which would skip the counter and
+    /// the hang-up rule).
     pub fn would_block(&mut self, fd: RawFd, ready: FdState) {
         self.counters.eagain += 1;
         let claimed =

@@ -19,7 +19,7 @@
 //! 1. **Speculative I/O.** Enabling a direction (`want_*`) does not touch the
 //!    kernel. If the direction is READY, the owner is called at once, without
 //!    a wait (and the wait timeout is 0 while such an fd exists). It tries the
-//!    I/O; only an EAGAIN (`cant_*`) clears READY, and only then is the
+//!    I/O; only an EAGAIN (`Ctx::would_block`) clears READY, and only then is the
 //!    direction polled.
 //! 2. **Update list.** Every state change that could alter what the kernel
 //!    must watch puts the fd on the update list, once. The list is applied in
