@@ -177,7 +177,7 @@ impl Handler for Server {
         cx.stop();
     }
 
-    fn signal(&mut self, cx: &mut Ctx, signal: libc::c_int) {
+    fn signal(&mut self, cx: &mut Ctx, signal: anypoll::Signal) {
         println!("echo_server: signal {signal}, stopping");
         cx.stop();
     }
@@ -295,7 +295,7 @@ fn serve(opts: &Options) -> io::Result<bool> {
     let (poller, source) = registry::choose(None, opts.poller.as_deref())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let mut el = EventLoop::new(poller, opts.edge.then_some(Strategy::Edge))?;
-    el.handle_signals(&[libc::SIGINT, libc::SIGTERM])?;
+    el.handle_signals(&[anypoll::Signal::Int, anypoll::Signal::Term])?;
 
     let l = listener::bind(SocketAddr::from(([127, 0, 0, 1], opts.port)), 1024, false)?;
     let addr = l.local_addr()?;

@@ -60,7 +60,7 @@ use anypoll_backends::{AnyPoller, Capabilities, Events, Interest, Poller, Token,
 
 use crate::counters::Counters;
 use crate::fd::{on_event, wanted, FdState, FdTable, Strategy};
-use crate::signal::SignalPipe;
+use crate::signal::{Signal, SignalPipe};
 use crate::sockops::{Real, SockOps};
 use crate::timer::{TimerId, Timers};
 
@@ -118,7 +118,7 @@ pub trait Handler {
         let _ = (cx, id, data);
     }
     /// A signal arrived (see [`EventLoop::handle_signals`]).
-    fn signal(&mut self, cx: &mut Ctx, signal: libc::c_int) {
+    fn signal(&mut self, cx: &mut Ctx, signal: Signal) {
         let _ = (cx, signal);
     }
     /// A [`Waker`] woke the loop.
@@ -723,7 +723,7 @@ pub struct EventLoop {
     cx: Ctx,
     events: Events,
     signals: Option<SignalPipe>,
-    sigbuf: Vec<libc::c_int>,
+    sigbuf: Vec<Signal>,
     spare: Vec<RawFd>,
     run: Vec<RawFd>,
 }
@@ -802,33 +802,37 @@ impl EventLoop {
         &mut self.cx
     }
 
-    /// Delivers `signals` (some of SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2,
-    /// SIGCHLD) to [`Handler::signal`]. One loop per process may do this;
-    /// dropping the loop restores the previous dispositions.
+    /// Delivers `signals` to [`Handler::signal`], through a self-pipe the
+    /// loop watches (see [`crate::signal`]). One loop per process may do
+    /// this (dispositions are per process); dropping the loop restores the
+    /// previous dispositions.
+    ///
+    /// # Errors
+    /// `AlreadyExists` when another loop of the process handles signals.
     ///
     /// ```
-    /// use anypoll::{Ctx, EventLoop, Handler, IoEvent};
+    /// use anypoll::{Ctx, EventLoop, Handler, IoEvent, Signal};
     ///
     /// struct Daemon {
-    ///     got: Option<libc::c_int>,
+    ///     got: Option<Signal>,
     /// }
     /// impl Handler for Daemon {
     ///     fn io(&mut self, _cx: &mut Ctx, _ev: IoEvent) {}
-    ///     fn signal(&mut self, cx: &mut Ctx, signal: libc::c_int) {
+    ///     fn signal(&mut self, cx: &mut Ctx, signal: Signal) {
     ///         self.got = Some(signal);
     ///         cx.stop(); // a graceful stop on SIGTERM
     ///     }
     /// }
     ///
     /// let mut el = EventLoop::from_env().unwrap();
-    /// el.handle_signals(&[libc::SIGINT, libc::SIGTERM]).unwrap();
+    /// el.handle_signals(&[Signal::Int, Signal::Term]).unwrap();
     /// // SAFETY: raise() signals this thread; the loop's handler is installed.
-    /// unsafe { libc::raise(libc::SIGTERM) };
+    /// unsafe { libc::raise(Signal::Term.as_raw()) };
     /// let mut d = Daemon { got: None };
     /// el.run(&mut d).unwrap();
-    /// assert_eq!(d.got, Some(libc::SIGTERM));
+    /// assert_eq!(d.got, Some(Signal::Term));
     /// ```
-    pub fn handle_signals(&mut self, signals: &[libc::c_int]) -> io::Result<()> {
+    pub fn handle_signals(&mut self, signals: &[Signal]) -> io::Result<()> {
         let pipe = SignalPipe::install(signals)?;
         self.cx.watch_signals(pipe.fd())?;
         self.signals = Some(pipe);

@@ -345,7 +345,7 @@ pub fn start(cfg: RelayConfig, signals: bool) -> io::Result<RelayHandle> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let mut el = EventLoop::new(poller, None)?;
         if id == 0 && signals {
-            el.handle_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1])?;
+            el.handle_signals(&[crate::Signal::Int, crate::Signal::Term, crate::Signal::Usr1])?;
         }
         shared.wakers.lock().expect("lock").push(el.cx().waker());
         loops.push((id, el, listeners, stats_listener));
@@ -942,8 +942,8 @@ impl Handler for Worker {
         }
     }
 
-    fn signal(&mut self, cx: &mut Ctx, signal: libc::c_int) {
-        self.pending_signals.push_back(signal);
+    fn signal(&mut self, cx: &mut Ctx, signal: crate::Signal) {
+        self.pending_signals.push_back(signal.as_raw());
         while let Some(sig) = self.pending_signals.pop_front() {
             match sig {
                 libc::SIGUSR1 => {
