@@ -34,7 +34,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anypoll::backends::{registry, Interest};
+use anypoll::backends::registry;
 use anypoll::listener::{self, BatchEnd};
 use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent, Strategy, TimerId};
 
@@ -113,7 +113,7 @@ impl Server {
         let slot = ev.owner;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
         let fd = ev.fd;
-        if ev.ready.contains(Interest::READ) {
+        if ev.ready.contains(anypoll::Directions::RECV) {
             let mut buf = [0u8; 16 * 1024];
             while !conn.eof && conn.pending() < MAX_PENDING {
                 match cx.recv(fd, &mut buf) {

@@ -59,7 +59,7 @@ use anypoll_backends::registry;
 use anypoll_backends::{AnyPoller, Capabilities, Events, Interest, Poller, Token, Trigger, Waker};
 
 use crate::counters::Counters;
-use crate::fd::{on_event, wanted, FdState, FdTable, Strategy};
+use crate::fd::{on_event, wanted, Directions, FdState, FdTable, Strategy};
 use crate::signal::{Signal, SignalPipe};
 use crate::sockops::{Real, SockOps};
 use crate::timer::{TimerId, Timers};
@@ -78,8 +78,9 @@ pub struct IoEvent {
     pub fd: RawFd,
     /// The owner value given at registration.
     pub owner: usize,
-    /// The directions that are ACTIVE and READY: worth an I/O attempt.
-    pub ready: Interest,
+    /// The directions that are ACTIVE and READY now: worth an I/O attempt
+    /// (see [`Directions`] for why this is not an `Interest` or a `Ready`).
+    pub ready: Directions,
     /// The fd's whole state, sticky ERROR and hang-up bits included.
     pub state: FdState,
 }
@@ -961,7 +962,7 @@ impl EventLoop {
                 } else if e.gen == gen && !e.progress && cx.strategy == Strategy::Level {
                     // Ignored: a level-triggered kernel would report the READY
                     // directions it still polls at every wait, a spin. Unpoll them.
-                    let ready = e.runnable();
+                    let ready = e.runnable().interest();
                     if e.polled.is_some_and(|p| p.intersects(ready)) {
                         cx.fds.queue(fd);
                     }

@@ -101,6 +101,41 @@ bitflags::bitflags! {
     }
 }
 
+bitflags::bitflags! {
+    /// The directions of an fd that are worth an I/O attempt now: ACTIVE
+    /// (the owner wants them) and READY (no EAGAIN since the poller or the
+    /// owner said so). What [`IoEvent::ready`](crate::IoEvent::ready)
+    /// holds.
+    ///
+    /// Its own type, because neither of the backends' types says this.
+    /// [`Interest`] is what the kernel is asked to watch, and a direction
+    /// can be runnable while it is not watched at all (speculative I/O:
+    /// READY without a poll). [`Ready`] is what the kernel reported last,
+    /// with HUP, ERROR and PRIORITY bits that never appear here (they are
+    /// in [`FdState`]), and a direction can be runnable without any report.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Directions: u8 {
+        /// A recv is worth trying.
+        const RECV = 1 << 0;
+        /// A send is worth trying.
+        const SEND = 1 << 1;
+    }
+}
+
+impl Directions {
+    /// The kernel interest that watches these directions.
+    pub(crate) fn interest(self) -> Interest {
+        let mut i = Interest::empty();
+        if self.contains(Directions::RECV) {
+            i |= Interest::READ;
+        }
+        if self.contains(Directions::SEND) {
+            i |= Interest::WRITE;
+        }
+        i
+    }
+}
+
 /// How the loop uses the kernel; see rules 3 and 4 in the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Strategy {
@@ -152,17 +187,17 @@ pub struct FdEntry {
 }
 
 impl FdEntry {
-    /// Whether a direction is ACTIVE and READY (the owner should be called).
-    pub fn runnable(&self) -> Interest {
+    /// The directions that are ACTIVE and READY (the owner should be called).
+    pub fn runnable(&self) -> Directions {
         let s = self.state;
-        let mut i = Interest::empty();
+        let mut d = Directions::empty();
         if s.contains(FdState::RECV_ACTIVE | FdState::RECV_READY) {
-            i |= Interest::READ;
+            d |= Directions::RECV;
         }
         if s.contains(FdState::SEND_ACTIVE | FdState::SEND_READY) {
-            i |= Interest::WRITE;
+            d |= Directions::SEND;
         }
-        i
+        d
     }
 }
 

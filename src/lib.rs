@@ -37,6 +37,6 @@ pub mod timer;
 
 pub use counters::Counters;
 pub use event_loop::{Ctx, EventLoop, Handler, Io, IoEvent};
-pub use fd::{FdState, Strategy};
+pub use fd::{Directions, FdState, Strategy};
 pub use signal::Signal;
 pub use timer::TimerId;

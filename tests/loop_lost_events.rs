@@ -23,7 +23,6 @@ use std::net::Shutdown;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use anypoll::backends::Interest;
 use anypoll::{Ctx, FdState, Handler, Io, IoEvent, TimerId};
 use common::{check, fill, run_matrix, set_sockopt, stream_pair, Combo, Rng, Sock};
 
@@ -91,10 +90,10 @@ impl Owners {
 
     fn read(&mut self, cx: &mut Ctx, ev: IoEvent) {
         let id = ev.owner / 2;
-        if ev.ready.contains(Interest::WRITE) {
+        if ev.ready.contains(anypoll::Directions::SEND) {
             cx.stop_send(ev.fd);
         }
-        if ev.ready.contains(Interest::READ) {
+        if ev.ready.contains(anypoll::Directions::RECV) {
             for _ in 0..self.rng.range(1, 5) {
                 let k = if self.rng.one_in(4) { self.rng.range(1, 16) } else { self.rng.range(1, self.buf.len()) };
                 match cx.recv(ev.fd, &mut self.buf[..k]) {
@@ -133,7 +132,7 @@ impl Owners {
 
     fn write(&mut self, cx: &mut Ctx, ev: IoEvent) {
         let id = ev.owner / 2;
-        if ev.ready.contains(Interest::WRITE) {
+        if ev.ready.contains(anypoll::Directions::SEND) {
             for _ in 0..self.rng.range(1, 5) {
                 let s = &mut self.streams[id];
                 let left = s.total - s.sent;

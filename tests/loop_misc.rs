@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use anypoll::backends::{Capabilities, Interest};
+use anypoll::backends::Capabilities;
 use anypoll::listener::{self, BatchEnd};
 use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent, Signal, Strategy, TimerId};
 use common::{run_matrix, Combo};
@@ -57,7 +57,7 @@ fn dup_onto(from: RawFd, to: RawFd) {
 #[derive(Default)]
 struct Reuse {
     /// (owner, ready, data read) for every call.
-    calls: Vec<(usize, Interest, Vec<u8>)>,
+    calls: Vec<(usize, anypoll::Directions, Vec<u8>)>,
     /// fd of owner 1 and 2.
     fds: HashMap<usize, RawFd>,
     /// The writer of the socket that took the closed number.
@@ -183,7 +183,7 @@ impl Handler for Toggler {
             cx.stop_recv(ev.fd);
             cx.want_recv(ev.fd);
         }
-        if ev.ready.contains(Interest::READ) {
+        if ev.ready.contains(anypoll::Directions::RECV) {
             drain(cx, ev.fd);
         }
     }

@@ -170,7 +170,7 @@ impl Handler for Owner {
         match self.kind {
             Kind::Ignores | Kind::IgnoresBoth => {}
             Kind::Pushes => {
-                if !ev.ready.contains(anypoll::backends::Interest::WRITE) {
+                if !ev.ready.contains(anypoll::Directions::SEND) {
                     return;
                 }
                 let chunk = [b'z'; 16 * 1024];
@@ -200,7 +200,7 @@ impl Handler for Owner {
                 }
             }
             Kind::Stops | Kind::Closes => {
-                if !ev.ready.contains(anypoll::backends::Interest::READ) {
+                if !ev.ready.contains(anypoll::Directions::RECV) {
                     return;
                 }
                 loop {
