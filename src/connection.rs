@@ -43,6 +43,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
+use anypoll_backends::Poller;
+
 use crate::{Ctx, FdState};
 
 bitflags::bitflags! {
@@ -218,7 +220,7 @@ impl Connection {
     /// (`FdState::STREAM`: a connection is a stream socket). Connected
     /// sockets start send-READY (a send is tried before any poll); a
     /// pending connect waits for writability.
-    pub fn ctrl_init(&mut self, cx: &mut Ctx, owner: usize, want: FdState) -> io::Result<bool> {
+    pub fn ctrl_init<P: Poller>(&mut self, cx: &mut Ctx<P>, owner: usize, want: FdState) -> io::Result<bool> {
         if self.flags.intersects(ConnFlags::CTRL_READY | ConnFlags::CTRL_CLOSED) {
             return Ok(false);
         }
@@ -250,7 +252,7 @@ impl Connection {
     }
 
     /// Deregisters and closes the fd (once, and only after the transport).
-    pub fn ctrl_close(&mut self, cx: &mut Ctx) -> bool {
+    pub fn ctrl_close<P: Poller>(&mut self, cx: &mut Ctx<P>) -> bool {
         if !self.flags.contains(ConnFlags::CTRL_READY) || self.flags.contains(ConnFlags::XPRT_READY) {
             return false;
         }
@@ -274,7 +276,7 @@ impl Connection {
 
     /// Closes the transport then the control layer, unless the transport
     /// is tracked. Returns whether the connection is now closed.
-    pub fn full_close(&mut self, cx: &mut Ctx) -> bool {
+    pub fn full_close<P: Poller>(&mut self, cx: &mut Ctx<P>) -> bool {
         if self.flags.contains(ConnFlags::XPRT_TRACKED) {
             return false;
         }
@@ -283,7 +285,7 @@ impl Connection {
     }
 
     /// Closes everything, tracked or not.
-    pub fn force_close(&mut self, cx: &mut Ctx) {
+    pub fn force_close<P: Poller>(&mut self, cx: &mut Ctx<P>) {
         self.xprt_close();
         if self.flags.contains(ConnFlags::CTRL_READY) {
             self.ctrl_close(cx);
@@ -311,7 +313,11 @@ impl Connection {
     /// * On a backend without ERRHUP (select), readiness alone proves
     ///   nothing: `SO_ERROR` decides.
     /// * Otherwise WRITABLE means connected.
-    pub fn confirm_connect<S: crate::sockops::SockOps>(&mut self, ops: &mut S, cx: &mut Ctx) -> ConnectStatus {
+    pub fn confirm_connect<S: crate::sockops::SockOps, P: Poller>(
+        &mut self,
+        ops: &mut S,
+        cx: &mut Ctx<P>,
+    ) -> ConnectStatus {
         if !self.flags.contains(ConnFlags::WAIT_L4_CONN) {
             return if self.flags.contains(ConnFlags::ERROR) {
                 ConnectStatus::Failed

@@ -111,19 +111,19 @@ pub enum Io {
 
 /// The owner side of the loop: one value holds every owner's state, and
 /// each call gets a [`Ctx`] to change interests, do I/O and set timers.
-pub trait Handler {
+pub trait Handler<P: Poller = AnyPoller> {
     /// An fd is ready in `ev.ready`.
-    fn io(&mut self, cx: &mut Ctx, ev: IoEvent);
+    fn io(&mut self, cx: &mut Ctx<P>, ev: IoEvent);
     /// A timer set with [`Ctx::add_timer`] fired.
-    fn timer(&mut self, cx: &mut Ctx, id: TimerId, data: u64) {
+    fn timer(&mut self, cx: &mut Ctx<P>, id: TimerId, data: u64) {
         let _ = (cx, id, data);
     }
     /// A signal arrived (see [`EventLoop::handle_signals`]).
-    fn signal(&mut self, cx: &mut Ctx, signal: Signal) {
+    fn signal(&mut self, cx: &mut Ctx<P>, signal: Signal) {
         let _ = (cx, signal);
     }
     /// A [`Waker`] woke the loop.
-    fn wake(&mut self, cx: &mut Ctx) {
+    fn wake(&mut self, cx: &mut Ctx<P>) {
         let _ = cx;
     }
 }
@@ -139,8 +139,8 @@ enum TimerKind {
 /// poller's identity. Obtained as the `cx` argument of [`Handler`] calls,
 /// or from [`EventLoop::cx`] before the loop runs.
 #[derive(Debug)]
-pub struct Ctx {
-    poller: AnyPoller,
+pub struct Ctx<P: Poller = AnyPoller> {
+    poller: P,
     strategy: Strategy,
     /// The trigger a `STREAM` fd is registered with (rule 3 of [`crate::fd`]).
     stream_trigger: Trigger,
@@ -176,10 +176,15 @@ fn unpack(token: usize) -> (RawFd, u32) {
     (t as u32 as RawFd, (t >> 32) as u32)
 }
 
-impl Ctx {
+impl<P: Poller> Ctx<P> {
     /// The backend's name.
     pub fn backend(&self) -> &'static str {
         self.poller.name()
+    }
+    /// The backend itself, to read what a backend of the embedder's own
+    /// records. Read-only: the loop alone adds, modifies and deletes.
+    pub fn poller(&self) -> &P {
+        &self.poller
     }
     /// The backend's capabilities.
     pub fn capabilities(&self) -> Capabilities {
@@ -720,8 +725,8 @@ impl Ctx {
 
 /// An event loop over one backend.
 #[derive(Debug)]
-pub struct EventLoop {
-    cx: Ctx,
+pub struct EventLoop<P: Poller = AnyPoller> {
+    cx: Ctx<P>,
     events: Events,
     signals: Option<SignalPipe>,
     sigbuf: Vec<Signal>,
@@ -729,16 +734,65 @@ pub struct EventLoop {
     run: Vec<RawFd>,
 }
 
-impl EventLoop {
+impl EventLoop<AnyPoller> {
     /// A loop on the backend chosen by `ANYPOLL_POLLER` or the best
     /// available, with the strategy chosen from its capabilities.
+    ///
+    /// # Errors
+    /// The registry's [`SelectError`](registry::SelectError), converted: it
+    /// names the backend asked for, where the name came from, and what is
+    /// available here.
     pub fn from_env() -> io::Result<EventLoop> {
-        let (poller, _) =
-            registry::choose(None, None).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let (poller, _) = registry::choose(None, None)?;
         EventLoop::new(poller, None)
     }
 
-    /// A loop on `poller`. `strategy` forces level or edge; `None` picks
+    /// A loop on the backend called `name` (`"epoll"`, `"poll"`, …), with
+    /// the strategy chosen from its capabilities. The name is chosen by the
+    /// same registry code as `--poller` and `ANYPOLL_POLLER` (a name given
+    /// here wins over both), with the same errors.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a name that is unknown here, the backend's own
+    /// error when it cannot be created; the message names the backend and
+    /// the ones available.
+    ///
+    /// ```
+    /// use anypoll::EventLoop;
+    ///
+    /// let mut el = EventLoop::with_backend("poll").unwrap();
+    /// assert_eq!(el.cx().backend(), "poll");
+    /// let err = EventLoop::with_backend("nope").unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// assert!(err.to_string().contains("unknown poller 'nope'"), "{err}");
+    /// assert!(err.to_string().contains("available here"), "{err}");
+    /// ```
+    pub fn with_backend(name: &str) -> io::Result<EventLoop> {
+        let (poller, _) = registry::choose(Some(name), None)?;
+        EventLoop::new(poller, None)
+    }
+
+    /// Re-creates the poller after `fork()` in the child, and registers every
+    /// fd again. Without it the child shares the parent's epoll or kqueue
+    /// set, and fds the child closed keep waking both: 100% CPU.
+    pub fn after_fork(&mut self) -> io::Result<()> {
+        let name = self.cx.poller.name();
+        self.cx.poller = registry::create(name, registry::Source::Api)?;
+        if let Some(pipe) = &self.signals {
+            self.cx.watch_signals(pipe.fd())?;
+        }
+        let fds: Vec<RawFd> = self.cx.fds.iter().map(|(fd, _)| fd).collect();
+        for fd in fds {
+            self.cx.fds.get_mut(fd).expect("listed").polled = None;
+            self.cx.fds.queue(fd);
+        }
+        Ok(())
+    }
+}
+
+impl<P: Poller> EventLoop<P> {
+    /// A loop on `poller`: any [`Poller`], one of the registry's
+    /// ([`AnyPoller`]) or a backend of the embedder's own. `strategy` forces level or edge; `None` picks
     /// level where the backend has it (a short read then proves the fd
     /// drained, saving the EAGAIN read that edge needs), else edge.
     ///
@@ -759,7 +813,7 @@ impl EventLoop {
     /// let mut el = EventLoop::new(poll, None).unwrap();
     /// assert_eq!(el.cx().strategy(), Strategy::Level);
     /// ```
-    pub fn new(poller: AnyPoller, strategy: Option<Strategy>) -> io::Result<EventLoop> {
+    pub fn new(poller: P, strategy: Option<Strategy>) -> io::Result<EventLoop<P>> {
         let caps = poller.capabilities();
         let strategy = match strategy {
             Some(Strategy::Edge) if !caps.contains(Capabilities::EDGE) => {
@@ -799,7 +853,7 @@ impl EventLoop {
     }
 
     /// The context, to register fds and set timers before running.
-    pub fn cx(&mut self) -> &mut Ctx {
+    pub fn cx(&mut self) -> &mut Ctx<P> {
         &mut self.cx
     }
 
@@ -819,7 +873,7 @@ impl EventLoop {
     /// }
     /// impl Handler for Daemon {
     ///     fn io(&mut self, _cx: &mut Ctx, _ev: IoEvent) {}
-    ///     fn signal(&mut self, cx: &mut Ctx, signal: Signal) {
+    ///     fn signal(&mut self, cx: &mut Ctx<P>, signal: Signal) {
     ///         self.got = Some(signal);
     ///         cx.stop(); // a graceful stop on SIGTERM
     ///     }
@@ -840,25 +894,8 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Re-creates the poller after `fork()` in the child, and registers every
-    /// fd again. Without it the child shares the parent's epoll or kqueue
-    /// set, and fds the child closed keep waking both: 100% CPU.
-    pub fn after_fork(&mut self) -> io::Result<()> {
-        let name = self.cx.poller.name();
-        self.cx.poller = registry::create(name, registry::Source::Api).map_err(|e| io::Error::other(e.to_string()))?;
-        if let Some(pipe) = &self.signals {
-            self.cx.watch_signals(pipe.fd())?;
-        }
-        let fds: Vec<RawFd> = self.cx.fds.iter().map(|(fd, _)| fd).collect();
-        for fd in fds {
-            self.cx.fds.get_mut(fd).expect("listed").polled = None;
-            self.cx.fds.queue(fd);
-        }
-        Ok(())
-    }
-
     /// Runs until [`Ctx::stop`].
-    pub fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+    pub fn run<H: Handler<P>>(&mut self, handler: &mut H) -> io::Result<()> {
         while !self.cx.stop {
             self.run_once(handler, None)?;
         }
@@ -867,7 +904,7 @@ impl EventLoop {
 
     /// One iteration; the wait lasts at most `max_wait` (`None`: until the
     /// next timer, or forever if there is none).
-    pub fn run_once<H: Handler>(&mut self, handler: &mut H, max_wait: Option<Duration>) -> io::Result<()> {
+    pub fn run_once<H: Handler<P>>(&mut self, handler: &mut H, max_wait: Option<Duration>) -> io::Result<()> {
         let cx = &mut self.cx;
         cx.counters.iterations += 1;
         cx.apply_updates(&mut self.spare);

@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
 
+use anypoll_backends::Poller;
+
 use crate::Ctx;
 
 /// How long a listener rests after EMFILE/ENFILE.
@@ -70,11 +72,11 @@ pub enum BatchEnd {
 /// // At most 2 per call: the first call stopped at its budget.
 /// assert_eq!(s.batches[0], (2, BatchEnd::Budget));
 /// ```
-pub fn accept_batch(
-    cx: &mut Ctx,
+pub fn accept_batch<P: Poller>(
+    cx: &mut Ctx<P>,
     fd: RawFd,
     max: usize,
-    mut f: impl FnMut(&mut Ctx, OwnedFd, SocketAddr),
+    mut f: impl FnMut(&mut Ctx<P>, OwnedFd, SocketAddr),
 ) -> (usize, BatchEnd) {
     let mut n = 0;
     while n < max {
@@ -113,7 +115,7 @@ pub fn is_out_of_fds(e: &io::Error) -> bool {
 /// [`accept_batch`] calls it when accept itself finds no fd; an owner that
 /// finds none for what a new connection needs (its server socket, say)
 /// calls it too, so that both pause and log alike.
-pub fn pause_out_of_fds(cx: &mut Ctx, fd: RawFd, why: &dyn std::fmt::Display) {
+pub fn pause_out_of_fds<P: Poller>(cx: &mut Ctx<P>, fd: RawFd, why: &dyn std::fmt::Display) {
     if !cx.emfile_logged {
         log::warn!("listener fd {fd}: {why}; pausing accepts for {EMFILE_PAUSE:?}");
         cx.emfile_logged = true;

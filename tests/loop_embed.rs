@@ -3,7 +3,9 @@
 //! * every owner value reaches `io()` (none is reserved by the loop), and a
 //!   loop with nothing ready waits instead of spinning;
 //! * a peer that sends data then resets gives the data, then `Io::Error`
-//!   carrying ECONNRESET, never `Io::Closed`.
+//!   carrying ECONNRESET, never `Io::Closed`;
+//! * a backend of the embedder's own (here a counting wrapper around the
+//!   poll backend) runs a real loop: `EventLoop<P: Poller>`.
 
 mod common;
 
@@ -12,7 +14,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use anypoll::{Ctx, FdState, Handler, Io, IoEvent};
+use anypoll::backends::{Capabilities, Events, Interest, Poller, Token, Trigger, Waker};
+use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent};
 use common::{run_matrix, Combo};
 
 // ---------------------------------------------------------------------------
@@ -129,4 +132,113 @@ fn reset_after_data(c: Combo) -> String {
 #[test]
 fn reset_after_data_gives_the_data_then_econnreset_on_every_backend() {
     run_matrix("reset_after_data", &common::combos("reset_after_data"), reset_after_data);
+}
+
+// ---------------------------------------------------------------------------
+// A third-party backend: EventLoop<P> takes any Poller.
+
+/// A backend of its own: the poll backend, wrapped, counting every call.
+#[derive(Debug)]
+struct Counting {
+    inner: anypoll::backends::poll::Poll,
+    adds: usize,
+    modifies: usize,
+    deletes: usize,
+    waits: usize,
+    events: usize,
+}
+
+impl Poller for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn add(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> std::io::Result<()> {
+        self.adds += 1;
+        self.inner.add(fd, token, interest, trigger)
+    }
+    fn modify(&mut self, fd: RawFd, token: Token, interest: Interest, trigger: Trigger) -> std::io::Result<()> {
+        self.modifies += 1;
+        self.inner.modify(fd, token, interest, trigger)
+    }
+    fn delete(&mut self, fd: RawFd) -> std::io::Result<()> {
+        self.deletes += 1;
+        self.inner.delete(fd)
+    }
+    fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> std::io::Result<usize> {
+        self.waits += 1;
+        let n = self.inner.wait(events, timeout)?;
+        self.events += n;
+        Ok(n)
+    }
+    fn waker(&self) -> Waker {
+        self.inner.waker()
+    }
+}
+
+/// Echoes what it reads on fd `b` back, until the peer closes.
+#[derive(Default)]
+struct Echo {
+    echoed: usize,
+}
+
+impl Handler<Counting> for Echo {
+    fn io(&mut self, cx: &mut Ctx<Counting>, ev: IoEvent) {
+        let mut buf = [0u8; 64];
+        loop {
+            match cx.recv(ev.fd, &mut buf) {
+                Io::Done(n) => match cx.send(ev.fd, &buf[..n], false) {
+                    Io::Done(m) => {
+                        assert_eq!(m, n, "a short send of {n} bytes on a Unix socket");
+                        self.echoed += m;
+                    }
+                    other => panic!("send on fd {}: {other:?}", ev.fd),
+                },
+                Io::WouldBlock => return,
+                Io::Closed => {
+                    cx.deregister(ev.fd).unwrap();
+                    cx.stop();
+                    return;
+                }
+                Io::Error(e) => panic!("recv on fd {}: {e}", ev.fd),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_third_party_backend_runs_a_real_loop() {
+    let inner = anypoll::backends::poll::Poll::new().unwrap();
+    let counting = Counting { inner, adds: 0, modifies: 0, deletes: 0, waits: 0, events: 0 };
+    let mut el = EventLoop::new(counting, None).unwrap();
+    assert_eq!(el.cx().backend(), "counting");
+    assert_eq!(el.cx().strategy(), anypoll::Strategy::Level);
+    let (mut a, b) = UnixStream::pair().unwrap();
+    b.set_nonblocking(true).unwrap();
+    el.cx().register(b.as_raw_fd(), 1, FdState::RECV_ACTIVE | FdState::SEND_READY).unwrap();
+    let t = std::thread::spawn(move || {
+        let mut back = Vec::new();
+        for chunk in [&b"one"[..], b"two", b"three"] {
+            a.write_all(chunk).unwrap();
+            let mut buf = vec![0u8; chunk.len()];
+            std::io::Read::read_exact(&mut a, &mut buf).unwrap();
+            back.extend_from_slice(&buf);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        back
+    });
+    let mut h = Echo::default();
+    for _ in 0..200 {
+        if el.cx().is_stopping() {
+            break;
+        }
+        el.run_once(&mut h, Some(Duration::from_millis(50))).unwrap();
+    }
+    let back = t.join().unwrap();
+    assert_eq!(back, b"onetwothree");
+    assert_eq!(h.echoed, 11);
+    let p = el.cx().poller();
+    assert!(p.adds >= 1 && p.waits >= 3 && p.events >= 3, "the loop did not go through the wrapper: {p:?}");
 }
