@@ -52,7 +52,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use anypoll_backends::registry;
@@ -60,6 +60,7 @@ use anypoll_backends::{AnyPoller, Capabilities, Events, Interest, Poller, Token,
 
 use crate::counters::Counters;
 use crate::fd::{on_event, wanted, Directions, FdState, FdTable, Strategy};
+use crate::handle::{self, LoopHandle, Task};
 use crate::signal::{Signal, SignalPipe};
 use crate::sockops::{Real, SockOps};
 use crate::timer::{TimerId, Timers};
@@ -122,9 +123,22 @@ pub trait Handler<P: Poller = AnyPoller> {
     fn signal(&mut self, cx: &mut Ctx<P>, signal: Signal) {
         let _ = (cx, signal);
     }
-    /// A [`Waker`] woke the loop.
+    /// A [`Waker`] woke the loop (after the work queued on a
+    /// [`LoopHandle`] was done).
     fn wake(&mut self, cx: &mut Ctx<P>) {
         let _ = cx;
+    }
+    /// An fd queued with [`LoopHandle::register`] by another thread is now
+    /// registered for `owner`; the handler owns it from here on (keep it
+    /// until you [`close`](Ctx::close) it). The default closes it with a
+    /// warning: a handler that takes fds from other threads overrides this.
+    fn adopt(&mut self, cx: &mut Ctx<P>, fd: OwnedFd, owner: usize) {
+        log::warn!(
+            "fd {}: handed to the loop for owner {owner}, but the handler does not adopt fds: closing it",
+            fd.as_raw_fd()
+        );
+        let _ = cx.deregister(fd.as_raw_fd());
+        drop(fd);
     }
 }
 
@@ -152,6 +166,21 @@ pub struct Ctx<P: Poller = AnyPoller> {
     now: Instant,
     /// A listener paused for EMFILE/ENFILE logs once per episode.
     pub(crate) emfile_logged: bool,
+    /// Work queued by [`LoopHandle`]s.
+    inbox: handle::Shared<P>,
+}
+
+impl<P: Poller> Drop for Ctx<P> {
+    fn drop(&mut self) {
+        // Handles that outlive the loop get an error instead of queueing
+        // work nobody runs; what is queued (fds included) is dropped now.
+        let tasks = {
+            let mut inbox = handle::lock(&self.inbox);
+            inbox.closed = true;
+            std::mem::take(&mut inbox.tasks)
+        };
+        drop(tasks);
+    }
 }
 
 /// The trigger an fd in `state` is registered with, under `strategy`
@@ -223,6 +252,11 @@ impl<P: Poller> Ctx<P> {
     /// ```
     pub fn waker(&self) -> Waker {
         self.poller.waker()
+    }
+    /// A handle for other threads, to queue fds and closures for this
+    /// loop ([`LoopHandle`]).
+    pub fn handle(&self) -> LoopHandle<P> {
+        LoopHandle::new(self.inbox.clone(), self.poller.waker(), self.poller.name())
     }
     /// The time at the start of this iteration's dispatch.
     pub fn now(&self) -> Instant {
@@ -349,6 +383,22 @@ impl<P: Poller> Ctx<P> {
     /// refused it), if any.
     pub fn take_error(&mut self, fd: RawFd) -> Option<io::Error> {
         self.errors.remove(&fd)
+    }
+
+    /// Does the work [`LoopHandle`]s queued, in order, on the loop's thread.
+    fn run_tasks<H: Handler<P>>(&mut self, handler: &mut H) {
+        let tasks = std::mem::take(&mut handle::lock(&self.inbox).tasks);
+        for task in tasks {
+            match task {
+                Task::Fd { fd, owner, state } => match self.register(fd.as_raw_fd(), owner, state) {
+                    Ok(()) => handler.adopt(self, fd, owner),
+                    Err(e) => {
+                        log::warn!("fd {}: handed to the loop, cannot register it: {e}; closing it", fd.as_raw_fd())
+                    }
+                },
+                Task::Run(f) => f(self),
+            }
+        }
     }
 
     /// Watches the signal pipe's read end `fd` under [`SIGNAL_TOKEN`],
@@ -723,7 +773,40 @@ impl<P: Poller> Ctx<P> {
     }
 }
 
-/// An event loop over one backend.
+/// An event loop over one backend: the fd table, timers, signals and a
+/// waker, driving one [`Handler`].
+///
+/// # Backends
+///
+/// `P` is any [`Poller`]. The default, [`AnyPoller`], is the registry's
+/// run-time choice ([`from_env`](EventLoop::from_env),
+/// [`with_backend`](EventLoop::with_backend), or
+/// [`new`](EventLoop::new) with [`registry::choose`]); a backend of the
+/// embedder's own plugs in through [`new`](EventLoop::new), and its
+/// [`Handler`]s implement `Handler<TheirPoller>`.
+///
+/// # Threads
+///
+/// A loop is single-threaded by design: its fd table, its update and run
+/// lists, its timers and its poller are touched by the thread that runs
+/// it, without locks or atomics on the hot path, and a handler sees a
+/// state no other thread can change under it between two calls (the
+/// speculative I/O and lazy-removal rules of [`crate::fd`] depend on that).
+/// This is also why [`Poller`] takes `&mut self`. A daemon scales with one
+/// loop per thread (as HAProxy's threads do), each with its own fds.
+///
+/// Other threads hand work to a loop through a [`LoopHandle`]
+/// ([`handle`](EventLoop::handle)): it queues an fd with its owner and
+/// state, or a closure, and wakes the loop, which applies it on its own
+/// thread between two waits. An acceptor thread feeding worker loops is
+/// the model case. A [`Waker`] ([`Ctx::waker`]) only wakes.
+///
+/// # Errors
+///
+/// Errors from the loop's own syscalls (the wait, and the kernel's
+/// refusal of a registration) keep the original `io::Error` as their
+/// source, with its errno, and name the operation, the fd and the backend
+/// in their message.
 #[derive(Debug)]
 pub struct EventLoop<P: Poller = AnyPoller> {
     cx: Ctx<P>,
@@ -843,6 +926,7 @@ impl<P: Poller> EventLoop<P> {
                 stop: false,
                 now: Instant::now(),
                 emfile_logged: false,
+                inbox: handle::shared(),
             },
             events: Events::with_capacity(1024),
             signals: None,
@@ -855,6 +939,12 @@ impl<P: Poller> EventLoop<P> {
     /// The context, to register fds and set timers before running.
     pub fn cx(&mut self) -> &mut Ctx<P> {
         &mut self.cx
+    }
+
+    /// A `Send` handle for other threads ([`LoopHandle`]): it queues fds
+    /// and closures for this loop and wakes it.
+    pub fn handle(&self) -> LoopHandle<P> {
+        self.cx.handle()
     }
 
     /// Delivers `signals` to [`Handler::signal`], through a self-pipe the
@@ -873,7 +963,7 @@ impl<P: Poller> EventLoop<P> {
     /// }
     /// impl Handler for Daemon {
     ///     fn io(&mut self, _cx: &mut Ctx, _ev: IoEvent) {}
-    ///     fn signal(&mut self, cx: &mut Ctx<P>, signal: Signal) {
+    ///     fn signal(&mut self, cx: &mut Ctx, signal: Signal) {
     ///         self.got = Some(signal);
     ///         cx.stop(); // a graceful stop on SIGTERM
     ///     }
@@ -965,6 +1055,7 @@ impl<P: Poller> EventLoop<P> {
             }
         }
         if woken {
+            self.cx.run_tasks(handler);
             handler.wake(&mut self.cx);
         }
         if signalled {

@@ -242,3 +242,101 @@ fn a_third_party_backend_runs_a_real_loop() {
     let p = el.cx().poller();
     assert!(p.adds >= 1 && p.waits >= 3 && p.events >= 3, "the loop did not go through the wrapper: {p:?}");
 }
+
+// ---------------------------------------------------------------------------
+// An acceptor thread feeding a worker loop through a LoopHandle.
+
+/// Echoes on every fd it adopted; closes each at EOF.
+#[derive(Default)]
+struct Worker {
+    fds: std::collections::HashMap<RawFd, std::os::fd::OwnedFd>,
+    adopted: Vec<usize>,
+    echoed: usize,
+    closed: usize,
+}
+
+impl Handler for Worker {
+    fn io(&mut self, cx: &mut Ctx, ev: IoEvent) {
+        let mut buf = [0u8; 256];
+        loop {
+            match cx.recv(ev.fd, &mut buf) {
+                Io::Done(n) => match cx.send(ev.fd, &buf[..n], false) {
+                    Io::Done(m) if m == n => self.echoed += m,
+                    other => panic!("send of {n} bytes on fd {}: {other:?}", ev.fd),
+                },
+                Io::WouldBlock => return,
+                Io::Closed | Io::Error(_) => {
+                    let fd = self.fds.remove(&ev.fd).expect("an adopted fd");
+                    cx.deregister(fd.as_raw_fd()).unwrap();
+                    self.closed += 1;
+                    return;
+                }
+            }
+        }
+    }
+    fn adopt(&mut self, _cx: &mut Ctx, fd: std::os::fd::OwnedFd, owner: usize) {
+        self.adopted.push(owner);
+        self.fds.insert(fd.as_raw_fd(), fd);
+    }
+}
+
+#[test]
+fn an_acceptor_thread_feeds_a_worker_loop_through_its_handle() {
+    const CLIENTS: usize = 20;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let mut el = EventLoop::from_env().unwrap();
+        tx.send(el.handle()).unwrap();
+        let mut w = Worker::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !el.cx().is_stopping() && Instant::now() < deadline {
+            el.run_once(&mut w, Some(Duration::from_millis(100))).unwrap();
+        }
+        (w, el.cx().backend())
+    });
+    let handle: anypoll::LoopHandle = rx.recv().unwrap();
+    let acceptor = {
+        let handle = handle.clone();
+        std::thread::spawn(move || {
+            for owner in 0..CLIENTS {
+                let (s, _) = listener.accept().unwrap();
+                s.set_nonblocking(true).unwrap();
+                handle.register(s.into(), owner, FdState::RECV_ACTIVE | FdState::SEND_READY | FdState::STREAM).unwrap();
+            }
+        })
+    };
+    for i in 0..CLIENTS {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let msg = format!("client {i}");
+        c.write_all(msg.as_bytes()).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        std::io::Read::read_exact(&mut c, &mut back).unwrap();
+        assert_eq!(back, msg.as_bytes());
+    }
+    acceptor.join().unwrap();
+    // A closure queued after every fd: it runs after they were adopted
+    // and the clients above closed.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    handle
+        .run(move |cx| {
+            done_tx.send(cx.backend()).unwrap();
+            cx.stop();
+        })
+        .unwrap();
+    let (w, backend) = worker.join().unwrap();
+    // If the closure had not run, the loop would have dropped it unsent.
+    assert_eq!(done_rx.recv().expect("the closure ran on the loop"), backend);
+    let mut owners = w.adopted.clone();
+    owners.sort_unstable();
+    assert_eq!(owners, (0..CLIENTS).collect::<Vec<_>>(), "{backend}: adopted owners");
+    let want: usize = (0..CLIENTS).map(|i| format!("client {i}").len()).sum();
+    assert_eq!(w.echoed, want, "{backend}: bytes echoed");
+    // The loop is gone: the handle says so instead of queueing.
+    let (a, _b) = UnixStream::pair().unwrap();
+    let e = handle.register(a.into(), 0, FdState::RECV_ACTIVE).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotConnected, "{e}");
+    assert!(e.to_string().contains(backend), "{e}");
+}
