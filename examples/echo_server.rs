@@ -82,7 +82,7 @@ impl Server {
                 conns.len() - 1
             });
             // A new connection may send at once; it reads once the client writes.
-            match cx.register(sock.as_raw_fd(), slot, FdState::RECV_ACTIVE | FdState::SEND_READY | FdState::STREAM) {
+            match cx.register(&sock, slot, FdState::RECV_ACTIVE | FdState::SEND_READY | FdState::STREAM) {
                 Ok(()) => {
                     *accepted += 1;
                     conns[slot] = Some(Conn { sock, peer, out: Vec::new(), sent: 0, eof: false });
@@ -299,7 +299,7 @@ fn serve(opts: &Options) -> io::Result<bool> {
 
     let l = listener::bind(SocketAddr::from(([127, 0, 0, 1], opts.port)), 1024, false)?;
     let addr = l.local_addr()?;
-    el.cx().register(l.as_raw_fd(), LISTENER, FdState::RECV_ACTIVE)?;
+    el.cx().register(&l, LISTENER, FdState::RECV_ACTIVE)?;
     println!(
         "echo_server: listening on {addr} (backend {} from {source}, {} strategy); Ctrl-C stops",
         el.cx().backend(),

@@ -20,7 +20,6 @@
 //! ```
 //! use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent};
 //! use std::io::Write;
-//! use std::os::fd::AsRawFd;
 //! use std::os::unix::net::UnixStream;
 //!
 //! struct Reader { got: Vec<u8> }
@@ -41,7 +40,7 @@
 //! let (mut a, b) = UnixStream::pair().unwrap();
 //! b.set_nonblocking(true).unwrap();
 //! let mut el = EventLoop::from_env().unwrap();
-//! el.cx().register(b.as_raw_fd(), 0, FdState::RECV_ACTIVE).unwrap();
+//! el.cx().register(&b, 0, FdState::RECV_ACTIVE).unwrap();
 //! a.write_all(b"hello").unwrap();
 //! drop(a);
 //! let mut h = Reader { got: Vec::new() };
@@ -52,13 +51,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anypoll_backends::registry;
 use anypoll_backends::{AnyPoller, Capabilities, Events, Interest, Poller, Token, Trigger, Waker};
 
 use crate::counters::Counters;
+use crate::error;
 use crate::fd::{on_event, wanted, Directions, FdState, FdTable, Strategy};
 use crate::handle::{self, LoopHandle, Task};
 use crate::signal::{Signal, SignalPipe};
@@ -137,8 +138,7 @@ pub trait Handler<P: Poller = AnyPoller> {
             "fd {}: handed to the loop for owner {owner}, but the handler does not adopt fds: closing it",
             fd.as_raw_fd()
         );
-        let _ = cx.deregister(fd.as_raw_fd());
-        drop(fd);
+        let _ = cx.close(fd);
     }
 }
 
@@ -152,6 +152,23 @@ enum TimerKind {
 /// Everything a handler may touch: the fd table, timers, counters, the
 /// poller's identity. Obtained as the `cx` argument of [`Handler`] calls,
 /// or from [`EventLoop::cx`] before the loop runs.
+///
+/// # Contract
+///
+/// An fd enters the loop as a borrowed fd ([`register`](Ctx::register),
+/// `impl AsFd`) or an owned one ([`LoopHandle::register`]), and leaves it
+/// as an owned one ([`close`](Ctx::close)) or by number
+/// ([`deregister`](Ctx::deregister)). In between, every call names it by
+/// its `RawFd` number, as [`IoEvent::fd`] does: the number is the key of
+/// the fd table. These raw-fd calls are safe: the loop never turns a
+/// number into an owner (no `OwnedFd::from_raw_fd` on it), and passes it
+/// only to syscalls, which refuse a closed one. A number that is not
+/// registered (negative ones included) is ignored by the state calls
+/// (`set_state`, `want_*`, `may_*`, `done_*`, `inject_event`, …) and gives
+/// `None` from the queries. The I/O calls (`recv`, `send`, `accept`) make
+/// their syscall on the number whether or not it is registered: it is the
+/// caller's to name an fd it uses (I/O on another owner's fd is not
+/// undefined behaviour, but it is a bug), and a closed one gives EBADF.
 #[derive(Debug)]
 pub struct Ctx<P: Poller = AnyPoller> {
     poller: P,
@@ -168,6 +185,8 @@ pub struct Ctx<P: Poller = AnyPoller> {
     pub(crate) emfile_logged: bool,
     /// Work queued by [`LoopHandle`]s.
     inbox: handle::Shared<P>,
+    /// Connections dropped while registered leave their sockets here.
+    graveyard: Arc<handle::Graveyard>,
 }
 
 impl<P: Poller> Drop for Ctx<P> {
@@ -286,15 +305,38 @@ impl<P: Poller> Ctx<P> {
     /// backend can (epoll, kqueue), which saves the kernel work per event
     /// (rule 3 of [`crate::fd`]). Never on a datagram socket or a listener.
     ///
+    /// # Contract
+    /// The loop watches `fd`; it does not own it (hand it over with
+    /// [`LoopHandle::register`] or keep it, e.g. in a
+    /// [`Connection`](crate::connection::Connection)). From here on the
+    /// fd is named by its number ([`IoEvent::fd`], and every `Ctx` call
+    /// that takes a `RawFd`). Keep it open until [`deregister`](Ctx::deregister)
+    /// or [`close`](Ctx::close): an fd closed while registered is noticed
+    /// only when the kernel refuses it (its owner then sees the ERROR bit,
+    /// and the error, naming the operation, fd and backend, comes out of
+    /// its next recv or [`take_error`](Ctx::take_error)), and until then
+    /// its number may be reused by another fd. Registering a number that is
+    /// still registered replaces the old registration.
+    ///
     /// # Errors
     /// `InvalidInput` if the backend cannot watch this fd number (select and
     /// FD_SETSIZE), naming the fd and the backend.
-    pub fn register(&mut self, fd: RawFd, owner: usize, state: FdState) -> io::Result<()> {
+    pub fn register(&mut self, fd: impl AsFd, owner: usize, state: FdState) -> io::Result<()> {
+        self.register_raw(fd.as_fd().as_raw_fd(), owner, state)
+    }
+
+    /// [`register`](Ctx::register) by number: the handle's fds and the
+    /// tests of fd.rs's negative case come through here.
+    fn register_raw(&mut self, fd: RawFd, owner: usize, state: FdState) -> io::Result<()> {
+        let backend = self.poller.name();
         if let Some(limit) = self.poller.fd_limit() {
             if fd >= limit {
-                return Err(io::Error::new(
+                return Err(error::new(
+                    "register",
+                    Some(fd),
+                    backend,
                     io::ErrorKind::InvalidInput,
-                    format!("fd {fd} cannot be watched by the {} backend (limit {limit})", self.poller.name()),
+                    &format!("fd {fd} cannot be watched by the {backend} backend (limit {limit})"),
                 ));
             }
         }
@@ -307,30 +349,42 @@ impl<P: Poller> Ctx<P> {
             }
         }
         self.errors.remove(&fd);
-        self.fds.insert(fd, owner, state);
+        if self.fds.insert(fd, owner, state).is_none() {
+            return Err(error::new("register", Some(fd), backend, io::ErrorKind::InvalidInput, "not an fd (negative)"));
+        }
         self.reschedule_if_runnable(fd);
         Ok(())
     }
 
     /// Stops watching `fd` and forgets it. Does not close it. Call it
     /// before closing an fd, or use [`close`](Ctx::close).
+    ///
+    /// # Errors
+    /// `NotFound` for a number that is not registered (a negative one
+    /// included); the kernel's error if it refuses the removal (the fd is
+    /// forgotten all the same). Both name the operation, the fd and the
+    /// backend, and the kernel's errno stays reachable
+    /// ([`LoopError`](crate::LoopError)).
     pub fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
+        let backend = self.poller.name();
         let e = self.fds.remove(fd).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("fd {fd} is not registered with the loop"))
+            error::new("deregister", Some(fd), backend, io::ErrorKind::NotFound, "not registered with the loop")
         })?;
         self.errors.remove(&fd);
         if e.polled.is_some() {
             self.counters.ctl += 1;
-            self.poller.delete(fd)?;
+            self.poller.delete(fd).map_err(|err| error::wrap("deregister", Some(fd), backend, err))?;
         }
         Ok(())
     }
 
-    /// Deregisters and closes `fd`.
-    pub fn close(&mut self, fd: RawFd) -> io::Result<()> {
-        let r = self.deregister(fd);
-        // SAFETY: the caller hands the fd over to be closed; it must not use it again.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    /// Deregisters and closes `fd`, which the caller hands over.
+    ///
+    /// # Errors
+    /// As [`deregister`](Ctx::deregister); the fd is closed in every case.
+    pub fn close(&mut self, fd: OwnedFd) -> io::Result<()> {
+        let r = self.deregister(fd.as_raw_fd());
+        drop(fd);
         self.counters.other += 1;
         r
     }
@@ -385,12 +439,31 @@ impl<P: Poller> Ctx<P> {
         self.errors.remove(&fd)
     }
 
+    /// Where a [`Connection`](crate::connection::Connection) dropped while
+    /// registered leaves its socket, for this loop to deregister and close
+    /// at its next iteration. Weak: once the loop is gone, there is no
+    /// registration left to undo, and the socket is simply closed.
+    pub(crate) fn graveyard(&self) -> Weak<handle::Graveyard> {
+        Arc::downgrade(&self.graveyard)
+    }
+
+    /// Deregisters and closes the sockets of connections that were dropped
+    /// while registered.
+    fn bury_dropped(&mut self) {
+        for fd in self.graveyard.take() {
+            log::debug!("fd {}: its connection was dropped while registered: closing it", fd.as_raw_fd());
+            if let Err(e) = self.close(fd) {
+                log::debug!("{e}");
+            }
+        }
+    }
+
     /// Does the work [`LoopHandle`]s queued, in order, on the loop's thread.
     fn run_tasks<H: Handler<P>>(&mut self, handler: &mut H) {
         let tasks = std::mem::take(&mut handle::lock(&self.inbox).tasks);
         for task in tasks {
             match task {
-                Task::Fd { fd, owner, state } => match self.register(fd.as_raw_fd(), owner, state) {
+                Task::Fd { fd, owner, state } => match self.register(&fd, owner, state) {
                     Ok(()) => handler.adopt(self, fd, owner),
                     Err(e) => {
                         log::warn!("fd {}: handed to the loop, cannot register it: {e}; closing it", fd.as_raw_fd())
@@ -514,7 +587,8 @@ impl<P: Poller> Ctx<P> {
     /// `enotconn_is_eagain` (a connect is pending), ENOTCONN counts as EAGAIN:
     /// illumos returns it from a recv on a socket that is still connecting.
     pub fn recv_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &mut [u8], enotconn_is_eagain: bool) -> Io {
-        if self.state(fd).is_some_and(|s| s.contains(FdState::RECV_SHUT)) {
+        if self.state(fd).is_some_and(|s| s.contains(FdState::RECV_SHUT)) || self.errors.contains_key(&fd) {
+            // Over, or refused by the backend: no syscall, the loop says how.
             return self.input_over(ops, fd);
         }
         loop {
@@ -555,6 +629,7 @@ impl<P: Poller> Ctx<P> {
             return Io::Closed;
         }
         if let Some(e) = self.errors.remove(&fd) {
+            self.hard_error(fd);
             return Io::Error(e);
         }
         self.counters.other += 1;
@@ -752,18 +827,23 @@ impl<P: Poller> Ctx<P> {
             let want = wanted(e.state, lazy, self.strategy);
             let token = Token(pack(fd, e.gen));
             let rearm = std::mem::take(&mut e.rearm);
-            let result = match e.polled {
+            let (op, result) = match e.polled {
                 Some(now) if now == want && !rearm => continue,
                 None if want.is_empty() => continue,
-                None => self.poller.add(fd, token, want, trigger).map(|_| Some(want)),
-                Some(_) if want.is_empty() => self.poller.delete(fd).map(|_| None),
-                Some(_) => self.poller.modify(fd, token, want, trigger).map(|_| Some(want)),
+                None => ("add", self.poller.add(fd, token, want, trigger).map(|_| Some(want))),
+                Some(_) if want.is_empty() => ("delete", self.poller.delete(fd).map(|_| None)),
+                Some(_) => ("modify", self.poller.modify(fd, token, want, trigger).map(|_| Some(want))),
             };
             self.counters.ctl += 1;
             match result {
-                Ok(polled) => self.fds.get_mut(fd).expect("still there").polled = polled,
+                Ok(polled) => {
+                    if let Some(e) = self.fds.get_mut(fd) {
+                        e.polled = polled;
+                    }
+                }
                 Err(err) => {
-                    log::warn!("fd {fd}: the {} backend refused it: {err}", self.poller.name());
+                    let err = error::wrap(op, Some(fd), self.poller.name(), err);
+                    log::warn!("{err}");
                     self.errors.insert(fd, err);
                     self.set_state(fd, FdState::ERROR | FdState::RECV_READY | FdState::SEND_READY, FdState::empty());
                 }
@@ -927,6 +1007,7 @@ impl<P: Poller> EventLoop<P> {
                 now: Instant::now(),
                 emfile_logged: false,
                 inbox: handle::shared(),
+                graveyard: Arc::default(),
             },
             events: Events::with_capacity(1024),
             signals: None,
@@ -997,6 +1078,7 @@ impl<P: Poller> EventLoop<P> {
     pub fn run_once<H: Handler<P>>(&mut self, handler: &mut H, max_wait: Option<Duration>) -> io::Result<()> {
         let cx = &mut self.cx;
         cx.counters.iterations += 1;
+        cx.bury_dropped();
         cx.apply_updates(&mut self.spare);
 
         let now = Instant::now();
@@ -1011,7 +1093,7 @@ impl<P: Poller> EventLoop<P> {
         };
         cx.counters.waits += 1;
         self.events.clear();
-        cx.poller.wait(&mut self.events, timeout)?;
+        cx.poller.wait(&mut self.events, timeout).map_err(|e| error::wrap("wait", None, cx.poller.name(), e))?;
         cx.now = Instant::now();
         cx.counters.events += self.events.len() as u64;
 

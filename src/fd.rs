@@ -270,9 +270,11 @@ impl FdTable {
         FdTable { entries: Vec::new(), next_gen: 1, strategy, updates: Vec::new(), spec: Vec::new(), count: 0 }
     }
 
-    /// Adds `fd` with `state`, a fresh generation, and queues it for update.
-    pub fn insert(&mut self, fd: RawFd, owner: usize, state: FdState) -> u32 {
-        let i = fd as usize;
+    /// Adds `fd` with `state`, a fresh generation, and queues it for
+    /// update; returns the generation. `None` for a negative number, which
+    /// no fd has (the table is indexed by number).
+    pub fn insert(&mut self, fd: RawFd, owner: usize, state: FdState) -> Option<u32> {
+        let i = usize::try_from(fd).ok()?;
         if i >= self.entries.len() {
             self.entries.resize(i + 1, None);
         }
@@ -293,12 +295,12 @@ impl FdTable {
             self.count += 1;
         }
         self.queue(fd);
-        gen
+        Some(gen)
     }
 
     /// Removes `fd`; returns its last entry.
     pub fn remove(&mut self, fd: RawFd) -> Option<FdEntry> {
-        let e = self.entries.get_mut(fd as usize)?.take();
+        let e = self.entries.get_mut(usize::try_from(fd).ok()?)?.take();
         if e.is_some() {
             self.count -= 1;
         }
@@ -332,7 +334,7 @@ impl FdTable {
 
     /// Puts `fd` on the update list (once).
     pub fn queue(&mut self, fd: RawFd) {
-        if let Some(e) = self.entries.get_mut(fd as usize).and_then(Option::as_mut) {
+        if let Some(e) = self.entries.get_mut(index(fd)).and_then(Option::as_mut) {
             push_once(&mut self.updates, &mut e.queued, fd);
         }
     }
@@ -345,7 +347,7 @@ impl FdTable {
     /// runnable is scheduled for a speculative call. One lookup in all.
     pub fn change(&mut self, fd: RawFd, set: FdState, clear: FdState, progress: bool) {
         let strategy = self.strategy;
-        let Some(e) = self.entries.get_mut(fd as usize).and_then(Option::as_mut) else { return };
+        let Some(e) = self.entries.get_mut(index(fd)).and_then(Option::as_mut) else { return };
         let new = (e.state | set) - clear;
         e.progress |= progress;
         if new != e.state {
@@ -362,10 +364,16 @@ impl FdTable {
 
     /// Puts `fd` on the run list (once), for a speculative call.
     pub(crate) fn schedule(&mut self, fd: RawFd) {
-        if let Some(e) = self.entries.get_mut(fd as usize).and_then(Option::as_mut) {
+        if let Some(e) = self.entries.get_mut(index(fd)).and_then(Option::as_mut) {
             push_once(&mut self.spec, &mut e.spec, fd);
         }
     }
+}
+
+/// The table index of `fd`: a negative number maps past any table, so
+/// lookups find nothing (never a wrap-around to a huge index by `as`).
+fn index(fd: RawFd) -> usize {
+    usize::try_from(fd).unwrap_or(usize::MAX)
 }
 
 /// Pushes `fd` on `list` unless its entry's flag `on` says it is there
@@ -444,6 +452,19 @@ mod tests {
     }
 
     #[test]
+    fn a_negative_fd_is_refused_and_never_indexes() {
+        let mut t = FdTable::new(Strategy::Level);
+        assert_eq!(t.insert(-1, 0, RA), None);
+        assert_eq!(t.insert(RawFd::MIN, 0, RA), None);
+        assert!(t.is_empty() && t.updates.is_empty());
+        assert!(t.get(-1).is_none() && t.get_mut(-1).is_none() && t.remove(-1).is_none());
+        t.change(-1, RA, FdState::empty(), true);
+        t.queue(-1);
+        t.schedule(-1);
+        assert!(t.updates.is_empty() && t.spec.is_empty());
+    }
+
+    #[test]
     fn toggling_queues_once_and_generations_differ() {
         let mut t = FdTable::new(Strategy::Level);
         let g1 = t.insert(4, 0, FdState::empty());
@@ -451,6 +472,7 @@ mod tests {
         t.change(4, FdState::empty(), RA, false);
         assert_eq!(t.updates, vec![4]);
         let g2 = t.insert(4, 0, FdState::empty());
+        assert!(g1.is_some() && g2.is_some());
         assert_ne!(g1, g2);
         assert_eq!(t.len(), 1);
     }

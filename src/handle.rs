@@ -11,6 +11,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anypoll_backends::{AnyPoller, Poller, Waker};
@@ -148,5 +149,33 @@ impl<P: Poller> fmt::Debug for LoopHandle<P> {
 impl<P: Poller> fmt::Debug for Inbox<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbox").field("tasks", &self.tasks.len()).field("closed", &self.closed).finish()
+    }
+}
+
+/// Sockets dropped while still registered (a [`Connection`] dropped
+/// without a close), which the loop deregisters and closes at the start of
+/// its next iteration, on its own thread. Until then the socket stays
+/// open, so its number cannot be reused under the loop's registration.
+///
+/// [`Connection`]: crate::connection::Connection
+#[derive(Debug, Default)]
+pub(crate) struct Graveyard {
+    pending: AtomicBool,
+    fds: Mutex<Vec<OwnedFd>>,
+}
+
+impl Graveyard {
+    /// Queues `fd` for the loop to deregister and close.
+    pub(crate) fn bury(&self, fd: OwnedFd) {
+        self.fds.lock().unwrap_or_else(|p| p.into_inner()).push(fd);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// What was queued since the last call; one atomic load when nothing was.
+    pub(crate) fn take(&self) -> Vec<OwnedFd> {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.fds.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }

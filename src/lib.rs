@@ -23,6 +23,7 @@ pub mod cli;
 pub mod connection;
 pub mod counters;
 pub mod demo;
+pub mod error;
 pub mod event_loop;
 pub mod fd;
 pub mod handle;
@@ -37,6 +38,7 @@ pub mod sys;
 pub mod timer;
 
 pub use counters::Counters;
+pub use error::{os_error, LoopError};
 pub use event_loop::{Ctx, EventLoop, Handler, Io, IoEvent};
 pub use fd::{Directions, FdState, Strategy};
 pub use handle::LoopHandle;

@@ -39,11 +39,16 @@ pub enum BatchEnd {
 /// Accepts up to `max` connections from listening socket `fd`, handing
 /// each to `f`. Returns how many were accepted and why it stopped.
 ///
+/// # Contract
+/// `fd` is a listening socket registered with the loop, named by its
+/// number as in [`Ctx`]'s contract; each accepted socket is handed to `f`
+/// as an `OwnedFd`.
+///
 /// ```
 /// use anypoll::listener::{self, BatchEnd};
 /// use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent};
 /// use std::net::TcpStream;
-/// use std::os::fd::{AsRawFd, OwnedFd};
+/// use std::os::fd::OwnedFd;
 ///
 /// struct Server {
 ///     conns: Vec<OwnedFd>,
@@ -65,7 +70,7 @@ pub enum BatchEnd {
 /// let l = listener::bind("127.0.0.1:0".parse().unwrap(), 128, false).unwrap();
 /// let clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap()).collect();
 /// let mut el = EventLoop::from_env().unwrap();
-/// el.cx().register(l.as_raw_fd(), 0, FdState::RECV_ACTIVE).unwrap();
+/// el.cx().register(&l, 0, FdState::RECV_ACTIVE).unwrap();
 /// let mut s = Server { conns: Vec::new(), batches: Vec::new() };
 /// el.run(&mut s).unwrap();
 /// assert_eq!(s.conns.len(), clients.len());

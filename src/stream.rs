@@ -104,6 +104,13 @@ pub enum Outcome {
 }
 
 /// Two connections and two channels.
+///
+/// End a stream with [`close`](Stream::close), which closes both
+/// connections (deregistered, then closed) and gives the buffers and pipes
+/// back to the pools. A stream dropped without it closes its connections
+/// all the same, through the loop they are registered with, at its next
+/// iteration (see [`Connection`]'s docs); its buffers and pipes are then
+/// freed rather than pooled.
 #[derive(Debug)]
 pub struct Stream {
     /// The client side.

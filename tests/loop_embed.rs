@@ -48,7 +48,7 @@ fn any_owner(c: Combo) -> String {
     for &owner in &OWNERS {
         let (mut a, b) = UnixStream::pair().unwrap();
         b.set_nonblocking(true).unwrap();
-        el.cx().register(b.as_raw_fd(), owner, FdState::RECV_ACTIVE).unwrap();
+        el.cx().register(&b, owner, FdState::RECV_ACTIVE).unwrap();
         a.write_all(b"ping").unwrap();
         pairs.push((a, b));
     }
@@ -113,8 +113,7 @@ fn reset_after_data(c: Combo) -> String {
     // Let the data and the RST both arrive before the first wait.
     std::thread::sleep(Duration::from_millis(20));
     let mut el = c.new_loop();
-    let fd: RawFd = server.as_raw_fd();
-    el.cx().register(fd, 7, FdState::RECV_ACTIVE | FdState::STREAM).unwrap();
+    el.cx().register(&server, 7, FdState::RECV_ACTIVE | FdState::STREAM).unwrap();
     let mut h = Resets::default();
     for _ in 0..40 {
         if h.end.is_some() {
@@ -217,7 +216,7 @@ fn a_third_party_backend_runs_a_real_loop() {
     assert_eq!(el.cx().strategy(), anypoll::Strategy::Level);
     let (mut a, b) = UnixStream::pair().unwrap();
     b.set_nonblocking(true).unwrap();
-    el.cx().register(b.as_raw_fd(), 1, FdState::RECV_ACTIVE | FdState::SEND_READY).unwrap();
+    el.cx().register(&b, 1, FdState::RECV_ACTIVE | FdState::SEND_READY).unwrap();
     let t = std::thread::spawn(move || {
         let mut back = Vec::new();
         for chunk in [&b"one"[..], b"two", b"three"] {

@@ -247,9 +247,17 @@ fn run(c: Combo, base: u64, seed: u64) -> Summary {
         // backend can, and only the READY bits keep them from stalling.
         let kind = if rng.one_in(2) { FdState::STREAM } else { FdState::empty() };
         let start = if rng.one_in(2) { FdState::RECV_ACTIVE } else { FdState::RECV_ACTIVE | FdState::RECV_READY };
-        el.cx().register(rx_fd, id * 2, start | kind).unwrap();
+        // SAFETY: the test keeps the fd open until it deregisters or closes it.
+        el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(rx_fd) }, id * 2, start | kind).unwrap();
         let tx = if in_loop {
-            el.cx().register(tx_fd, id * 2 + 1, FdState::SEND_ACTIVE | FdState::SEND_READY | kind).unwrap();
+            // SAFETY: the test keeps the fd open until it deregisters or closes it.
+            el.cx()
+                .register(
+                    unsafe { std::os::fd::BorrowedFd::borrow_raw(tx_fd) },
+                    id * 2 + 1,
+                    FdState::SEND_ACTIVE | FdState::SEND_READY | kind,
+                )
+                .unwrap();
             Some(tx)
         } else {
             outside.push((id, total, tx));

@@ -82,7 +82,8 @@ impl Handler for Reuse {
             let (rx, tx) = nonblocking_pair();
             dup_onto(rx.as_raw_fd(), other);
             drop(rx);
-            cx.register(other, 3, FdState::RECV_ACTIVE).unwrap();
+            // SAFETY: the test keeps the fd open until it deregisters or closes it.
+            cx.register(unsafe { std::os::fd::BorrowedFd::borrow_raw(other) }, 3, FdState::RECV_ACTIVE).unwrap();
             self.new_tx = Some(tx);
             self.reused = Some(other);
             self.events_then = cx.counters().events;
@@ -96,8 +97,10 @@ fn stale_after_reuse(c: Combo) -> String {
     let (a_rx, mut a_tx) = nonblocking_pair();
     let (b_rx, mut b_tx) = nonblocking_pair();
     let (fa, fb) = (a_rx.into_raw_fd(), b_rx.into_raw_fd());
-    el.cx().register(fa, 1, FdState::RECV_ACTIVE).unwrap();
-    el.cx().register(fb, 2, FdState::RECV_ACTIVE).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(fa) }, 1, FdState::RECV_ACTIVE).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(fb) }, 2, FdState::RECV_ACTIVE).unwrap();
     el.run_once(&mut Reuse::default(), Some(Duration::ZERO)).unwrap();
     a_tx.write_all(b"to-a").unwrap();
     b_tx.write_all(b"to-b").unwrap();
@@ -127,8 +130,10 @@ fn stale_after_reuse(c: Combo) -> String {
     assert_eq!(h.calls[1].0, 3, "{:?}", h.calls);
     assert_eq!(h.calls[1].2, b"new", "the new owner must read its own data only");
     let first_fd = h.fds[&first];
-    el.cx().close(first_fd).unwrap();
-    el.cx().close(reused).unwrap();
+    // SAFETY: the fd is the test's alone; it hands it over to be closed.
+    el.cx().close(unsafe { std::os::fd::FromRawFd::from_raw_fd(first_fd) }).unwrap();
+    // SAFETY: the fd is the test's alone; it hands it over to be closed.
+    el.cx().close(unsafe { std::os::fd::FromRawFd::from_raw_fd(reused) }).unwrap();
     let stale1 = el.cx().counters().stale;
     drop((a_tx, b_tx));
 
@@ -136,7 +141,8 @@ fn stale_after_reuse(c: Combo) -> String {
     let mut el = c.new_loop();
     let (a_rx, mut a_tx) = nonblocking_pair();
     let fa = a_rx.into_raw_fd();
-    el.cx().register(fa, 1, FdState::RECV_ACTIVE).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(fa) }, 1, FdState::RECV_ACTIVE).unwrap();
     // `reused` set: no reuse from the handler here.
     let mut h = Reuse { reused: Some(-1), ..Reuse::default() };
     el.run_once(&mut h, Some(Duration::ZERO)).unwrap();
@@ -144,7 +150,8 @@ fn stale_after_reuse(c: Combo) -> String {
     let (rx, mut tx) = nonblocking_pair();
     dup_onto(rx.as_raw_fd(), fa);
     drop(rx);
-    el.cx().register(fa, 2, FdState::RECV_ACTIVE).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(fa) }, 2, FdState::RECV_ACTIVE).unwrap();
     for _ in 0..3 {
         el.run_once(&mut h, Some(Duration::from_millis(20))).unwrap();
     }
@@ -156,7 +163,8 @@ fn stale_after_reuse(c: Combo) -> String {
     }
     assert_eq!(h.calls.len(), 1, "{:?}", h.calls);
     assert_eq!((h.calls[0].0, h.calls[0].2.as_slice()), (2, &b"mine"[..]));
-    el.cx().close(fa).unwrap();
+    // SAFETY: the fd is the test's alone; it hands it over to be closed.
+    el.cx().close(unsafe { std::os::fd::FromRawFd::from_raw_fd(fa) }).unwrap();
     format!("reuse from a handler (owner {first} closed the other, whose event was pending; stale counter {stale1}) and behind the loop's back")
 }
 
@@ -195,10 +203,12 @@ fn toggling(c: Combo) -> String {
     let (spec_rx, _spec_tx) = nonblocking_pair();
     let fd = rx.as_raw_fd();
     let sfd = spec_rx.as_raw_fd();
-    el.cx().register(fd, 1, FdState::RECV_ACTIVE).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, 1, FdState::RECV_ACTIVE).unwrap();
     // A connected socket that may send at once: want_send makes it runnable
     // (a speculative call), stop_send takes that back before it happens.
-    el.cx().register(sfd, 2, FdState::SEND_READY).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(sfd) }, 2, FdState::SEND_READY).unwrap();
     let mut h = Toggler::default();
     for _ in 0..2 {
         el.run_once(&mut h, Some(Duration::from_millis(5))).unwrap();
@@ -512,7 +522,7 @@ fn accept_batches(c: Combo) -> String {
     let mut el = c.new_loop();
     let l = listener::bind("127.0.0.1:0".parse().unwrap(), 64, false).unwrap();
     let addr = l.local_addr().unwrap();
-    el.cx().register(l.as_raw_fd(), 0, FdState::RECV_ACTIVE).unwrap();
+    el.cx().register(&l, 0, FdState::RECV_ACTIVE).unwrap();
     let clients: Vec<TcpStream> = (0..CLIENTS).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let mut h = Acceptor::default();
     let deadline = Instant::now() + Duration::from_secs(3);

@@ -128,7 +128,12 @@ impl Capabilities {
 /// One readiness mechanism. Every backend implements it; [`AnyPoller`] holds
 /// the one chosen at run time.
 ///
-/// The caller owns the fds. Call [`delete`](Poller::delete) before closing an
+/// # Contract
+///
+/// The trait is raw-fd, as `polling`'s `add` is: the caller owns the fds
+/// and names them by number. The backends only pass the numbers to
+/// syscalls (or keep them in tables), so a wrong number is an error or a
+/// stale report, never undefined behaviour. Call [`delete`](Poller::delete) before closing an
 /// fd; if you forget, the generation tag still keeps the old fd's events away
 /// from the next owner of the number, but backends that watch by number
 /// (poll, select) keep polling it until you `add` the number again.

@@ -30,7 +30,7 @@ pub mod config;
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -393,10 +393,10 @@ impl Worker {
             self.spare = Some(spare_fd()?);
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            cx.register(l.as_raw_fd(), owner(LISTENER, i), FdState::RECV_ACTIVE | FdState::RECV_READY)?;
+            cx.register(l, owner(LISTENER, i), FdState::RECV_ACTIVE | FdState::RECV_READY)?;
         }
         if let Some(l) = &self.stats_listener {
-            cx.register(l.as_raw_fd(), owner(STATS_LISTENER, 0), FdState::RECV_ACTIVE)?;
+            cx.register(l, owner(STATS_LISTENER, 0), FdState::RECV_ACTIVE)?;
         }
         if self.id == 0 && self.shared.cfg.check != CheckKind::None {
             for i in 0..self.checks.len() {
@@ -859,11 +859,10 @@ impl Worker {
             self.shared.cfg.grace
         );
         for l in self.listeners.drain(..) {
-            let fd = l.into_raw_fd();
-            let _ = cx.close(fd);
+            let _ = cx.close(l.into());
         }
         if let Some(l) = self.stats_listener.take() {
-            let _ = cx.close(l.into_raw_fd());
+            let _ = cx.close(l.into());
         }
         for i in 0..self.checks.len() {
             if let Some(mut conn) = self.checks[i].conn.take() {
