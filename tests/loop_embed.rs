@@ -145,6 +145,7 @@ struct Counting {
     deletes: usize,
     waits: usize,
     events: usize,
+    wakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Poller for Counting {
@@ -173,7 +174,21 @@ impl Poller for Counting {
         Ok(n)
     }
     fn waker(&self) -> Waker {
-        self.inner.waker()
+        // A waker of its own, built with the public Waker::new.
+        Waker::new(std::sync::Arc::new(CountingWake { inner: self.inner.waker(), wakes: self.wakes.clone() }))
+    }
+}
+
+/// Counts the wakes, then wakes the wrapped poll backend.
+struct CountingWake {
+    inner: Waker,
+    wakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl anypoll::backends::Wake for CountingWake {
+    fn wake(&self) -> std::io::Result<()> {
+        self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.wake()
     }
 }
 
@@ -210,7 +225,7 @@ impl Handler<Counting> for Echo {
 #[test]
 fn a_third_party_backend_runs_a_real_loop() {
     let inner = anypoll::backends::poll::Poll::new().unwrap();
-    let counting = Counting { inner, adds: 0, modifies: 0, deletes: 0, waits: 0, events: 0 };
+    let counting = Counting { inner, adds: 0, modifies: 0, deletes: 0, waits: 0, events: 0, wakes: Default::default() };
     let mut el = EventLoop::new(counting, None).unwrap();
     assert_eq!(el.cx().backend(), "counting");
     assert_eq!(el.cx().strategy(), anypoll::Strategy::Level);
@@ -240,6 +255,32 @@ fn a_third_party_backend_runs_a_real_loop() {
     assert_eq!(h.echoed, 11);
     let p = el.cx().poller();
     assert!(p.adds >= 1 && p.waits >= 3 && p.events >= 3, "the loop did not go through the wrapper: {p:?}");
+
+    // Another thread stops it through a LoopHandle, which wakes the loop
+    // with the backend's own waker.
+    let mut el = EventLoop::new(
+        Counting {
+            inner: anypoll::backends::poll::Poll::new().unwrap(),
+            adds: 0,
+            modifies: 0,
+            deletes: 0,
+            waits: 0,
+            events: 0,
+            wakes: Default::default(),
+        },
+        None,
+    )
+    .unwrap();
+    let handle: anypoll::LoopHandle<Counting> = el.handle();
+    let t = std::thread::spawn(move || handle.run(|cx| cx.stop()).unwrap());
+    let start = Instant::now();
+    while !el.cx().is_stopping() && start.elapsed() < Duration::from_secs(5) {
+        el.run_once(&mut h, Some(Duration::from_secs(5))).unwrap();
+    }
+    t.join().unwrap();
+    assert!(el.cx().is_stopping(), "the closure never ran");
+    assert!(start.elapsed() < Duration::from_secs(2), "the wake took {:?}", start.elapsed());
+    assert_eq!(el.cx().poller().wakes.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 // ---------------------------------------------------------------------------

@@ -73,7 +73,7 @@ mod waker;
 
 pub use any::AnyPoller;
 pub use event::{Event, Events, Interest, Ready, Token, Trigger};
-pub use waker::Waker;
+pub use waker::{Wake, Waker};
 
 bitflags::bitflags! {
     /// What a backend can do. The core picks its strategy from these.
