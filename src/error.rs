@@ -125,7 +125,7 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with("modify fd 7 on the epoll backend: "), "{msg}");
         // Twice wrapped (a backend error that carries its errno inside).
-        let backend = io::Error::new(io::ErrorKind::Other, io::Error::from_raw_os_error(libc::ENOENT));
+        let backend = io::Error::other(io::Error::from_raw_os_error(libc::ENOENT));
         assert_eq!(os_error(&wrap("delete", Some(3), "poll", backend)), Some(libc::ENOENT));
         let none = new("wait", None, "select", io::ErrorKind::Other, "no errno here");
         assert_eq!(os_error(&none), None);

@@ -18,13 +18,16 @@ use anypoll_backends::{AnyPoller, Poller, Waker};
 
 use crate::{Ctx, FdState};
 
+/// A closure queued for a loop's thread.
+pub(crate) type Job<P> = Box<dyn FnOnce(&mut Ctx<P>) + Send>;
+
 /// Work queued for a loop by another thread.
 pub(crate) enum Task<P: Poller> {
     /// Register `fd` for `owner` with `state`, then hand it to
     /// [`Handler::adopt`](crate::Handler::adopt).
     Fd { fd: OwnedFd, owner: usize, state: FdState },
     /// Run a closure on the loop's thread with its context.
-    Run(Box<dyn FnOnce(&mut Ctx<P>) + Send>),
+    Run(Job<P>),
 }
 
 /// The queue a loop shares with its handles.

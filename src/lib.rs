@@ -8,8 +8,15 @@
 //! * [`fd`]: the fd table and its state machine (speculative I/O, level vs
 //!   edge, the update list).
 //! * [`EventLoop`]: the loop that drives a [`Handler`] with I/O events,
-//!   timers, a waker and signals, and counts every syscall it makes.
+//!   timers, a waker and signals ([`Signal`]), and counts every syscall it
+//!   makes; generic over the backend (`EventLoop<P: Poller = AnyPoller>`).
+//! * [`handle`]: [`LoopHandle`], how other threads queue fds and closures
+//!   for a loop (which is single-threaded by design).
+//! * [`error`]: [`LoopError`], the operation, fd and backend of the loop's
+//!   errors, with the original errno kept.
 //! * [`listener`]: accepting in bounded batches, pausing on EMFILE.
+//! * [`connection`], [`raw_sock`], [`stream`]: a connection that owns its
+//!   socket, the plain-socket transport, and two-way forwarding.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
