@@ -587,7 +587,8 @@ impl<P: Poller> Ctx<P> {
     /// `enotconn_is_eagain` (a connect is pending), ENOTCONN counts as EAGAIN:
     /// illumos returns it from a recv on a socket that is still connecting.
     pub fn recv_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &mut [u8], enotconn_is_eagain: bool) -> Io {
-        if self.state(fd).is_some_and(|s| s.contains(FdState::RECV_SHUT)) || self.errors.contains_key(&fd) {
+        let state = self.state(fd).unwrap_or_default();
+        if state.contains(FdState::RECV_SHUT) || (state.contains(FdState::ERROR) && self.errors.contains_key(&fd)) {
             // Over, or refused by the backend: no syscall, the loop says how.
             return self.input_over(ops, fd);
         }

@@ -176,7 +176,9 @@ impl Graveyard {
 
     /// What was queued since the last call; one atomic load when nothing was.
     pub(crate) fn take(&self) -> Vec<OwnedFd> {
-        if !self.pending.swap(false, Ordering::Acquire) {
+        // A plain load first: the common case (nothing dropped) costs no
+        // read-modify-write.
+        if !self.pending.load(Ordering::Relaxed) || !self.pending.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
         std::mem::take(&mut *self.fds.lock().unwrap_or_else(|p| p.into_inner()))
