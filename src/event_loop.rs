@@ -336,7 +336,7 @@ impl<P: Poller> Ctx<P> {
                     Some(fd),
                     backend,
                     io::ErrorKind::InvalidInput,
-                    &format!("fd {fd} cannot be watched by the {backend} backend (limit {limit})"),
+                    &format!("cannot be watched: the backend watches fds below {limit} only"),
                 ));
             }
         }
@@ -466,7 +466,7 @@ impl<P: Poller> Ctx<P> {
                 Task::Fd { fd, owner, state } => match self.register(&fd, owner, state) {
                     Ok(()) => handler.adopt(self, fd, owner),
                     Err(e) => {
-                        log::warn!("fd {}: handed to the loop, cannot register it: {e}; closing it", fd.as_raw_fd())
+                        log::warn!("{e}; closing the fd handed to the loop")
                     }
                 },
                 Task::Run(f) => f(self),
