@@ -434,7 +434,8 @@ impl<P: Poller> Ctx<P> {
     }
 
     /// The error that made the loop set ERROR on `fd` itself (the backend
-    /// refused it), if any.
+    /// refused it), if any. The fd's next recv returns it too (once), if
+    /// it is not taken here first.
     pub fn take_error(&mut self, fd: RawFd) -> Option<io::Error> {
         self.errors.remove(&fd)
     }
@@ -571,8 +572,13 @@ impl<P: Poller> Ctx<P> {
         }
     }
 
+    /// An I/O call is returning the fd's hard error: ERROR, both
+    /// directions shut, and the error counts as told.
     fn hard_error(&mut self, fd: RawFd) {
         self.set_state(fd, FdState::ERROR | FdState::RECV_SHUT | FdState::SEND_SHUT, FdState::empty());
+        if let Some(e) = self.fds.get_mut(fd) {
+            e.error_told = true;
+        }
     }
 
     /// Receives into `buf`, counting the syscall and applying the state
@@ -626,7 +632,9 @@ impl<P: Poller> Ctx<P> {
     /// so. The one place that turns the ERROR bit into an error for recv;
     /// the transport ([`crate::raw_sock`]) ends its reads here too.
     pub(crate) fn input_over<S: SockOps>(&mut self, ops: &mut S, fd: RawFd) -> Io {
-        if !self.state(fd).is_some_and(|s| s.contains(FdState::ERROR)) {
+        let Some(e) = self.fds.get(fd) else { return Io::Closed };
+        if !e.state.contains(FdState::ERROR) || e.error_told {
+            // No error, or told already (SO_ERROR was consumed then).
             return Io::Closed;
         }
         if let Some(e) = self.errors.remove(&fd) {

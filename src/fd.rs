@@ -180,6 +180,10 @@ pub struct FdEntry {
     /// called again until something new happens, so an ignored event
     /// cannot turn into a spin.
     pub(crate) progress: bool,
+    /// Set once an I/O call returned the fd's hard error (`Io::Error`):
+    /// the ERROR bit then no longer stands for an error still to be told,
+    /// and the end of input is plain `Io::Closed`.
+    pub(crate) error_told: bool,
     /// What the poller reported last for this fd (empty before any event).
     /// The transport reads it for the rules that depend on the exact flags
     /// (HUP without IN, ERR without IN on a pending connect).
@@ -289,6 +293,7 @@ impl FdTable {
             spec: false,
             rearm: false,
             progress: true,
+            error_told: false,
             last: Ready::empty(),
         };
         if self.entries[i].replace(entry).is_none() {

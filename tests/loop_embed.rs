@@ -86,6 +86,8 @@ struct Resets {
     data: Vec<u8>,
     /// What came after the data: `Closed`, or the error's errno.
     end: Option<Result<i32, String>>,
+    /// What a recv after that said.
+    after: Option<String>,
 }
 
 impl Handler for Resets {
@@ -99,6 +101,7 @@ impl Handler for Resets {
                 Io::Error(e) => self.end = Some(e.raw_os_error().ok_or(format!("Io::Error without errno: {e}"))),
             }
         }
+        self.after = Some(format!("{:?}", cx.recv(ev.fd, &mut buf)));
         let _ = cx.deregister(ev.fd);
         cx.stop();
     }
@@ -123,9 +126,12 @@ fn reset_after_data(c: Combo) -> String {
     }
     assert_eq!(h.data, b"data", "the data before the reset");
     match h.end {
-        Some(Ok(errno)) if errno == libc::ECONNRESET => "data, then ECONNRESET".into(),
+        Some(Ok(errno)) if errno == libc::ECONNRESET => {}
         other => panic!("after the data: {other:?}, want Io::Error(ECONNRESET)"),
     }
+    // The error is told once; the input is then plainly over.
+    assert_eq!(h.after.as_deref(), Some("Closed"), "a recv after the error");
+    "data, then ECONNRESET, then Closed".into()
 }
 
 #[test]
