@@ -34,7 +34,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anypoll::backends::{registry, Interest};
+use anypoll::backends::registry;
 use anypoll::listener::{self, BatchEnd};
 use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent, Strategy, TimerId};
 
@@ -82,7 +82,7 @@ impl Server {
                 conns.len() - 1
             });
             // A new connection may send at once; it reads once the client writes.
-            match cx.register(sock.as_raw_fd(), slot, FdState::RECV_ACTIVE | FdState::SEND_READY | FdState::STREAM) {
+            match cx.register(&sock, slot, FdState::RECV_ACTIVE | FdState::SEND_READY | FdState::STREAM) {
                 Ok(()) => {
                     *accepted += 1;
                     conns[slot] = Some(Conn { sock, peer, out: Vec::new(), sent: 0, eof: false });
@@ -113,7 +113,7 @@ impl Server {
         let slot = ev.owner;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
         let fd = ev.fd;
-        if ev.ready.contains(Interest::READ) {
+        if ev.ready.contains(anypoll::Directions::RECV) {
             let mut buf = [0u8; 16 * 1024];
             while !conn.eof && conn.pending() < MAX_PENDING {
                 match cx.recv(fd, &mut buf) {
@@ -177,7 +177,7 @@ impl Handler for Server {
         cx.stop();
     }
 
-    fn signal(&mut self, cx: &mut Ctx, signal: libc::c_int) {
+    fn signal(&mut self, cx: &mut Ctx, signal: anypoll::Signal) {
         println!("echo_server: signal {signal}, stopping");
         cx.stop();
     }
@@ -295,11 +295,11 @@ fn serve(opts: &Options) -> io::Result<bool> {
     let (poller, source) = registry::choose(None, opts.poller.as_deref())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let mut el = EventLoop::new(poller, opts.edge.then_some(Strategy::Edge))?;
-    el.handle_signals(&[libc::SIGINT, libc::SIGTERM])?;
+    el.handle_signals(&[anypoll::Signal::Int, anypoll::Signal::Term])?;
 
     let l = listener::bind(SocketAddr::from(([127, 0, 0, 1], opts.port)), 1024, false)?;
     let addr = l.local_addr()?;
-    el.cx().register(l.as_raw_fd(), LISTENER, FdState::RECV_ACTIVE)?;
+    el.cx().register(&l, LISTENER, FdState::RECV_ACTIVE)?;
     println!(
         "echo_server: listening on {addr} (backend {} from {source}, {} strategy); Ctrl-C stops",
         el.cx().backend(),

@@ -41,8 +41,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Weak;
 
+use anypoll_backends::Poller;
+
+use crate::handle::Graveyard;
 use crate::{Ctx, FdState};
 
 bitflags::bitflags! {
@@ -150,19 +154,76 @@ pub enum ConnectStatus {
     Failed,
 }
 
-/// One socket connection.
+/// One socket connection. It owns its socket.
+///
+/// # Closing and drop
+///
+/// Close a connection with [`full_close`](Connection::full_close) or
+/// [`force_close`](Connection::force_close) (or
+/// [`Stream::close`](crate::stream::Stream::close) for both of a stream's):
+/// they deregister the fd from the loop, then close it, at once.
+///
+/// Dropping a connection closes its socket too; nothing leaks. One that
+/// was never registered is closed on the spot. One that is still
+/// registered (`CTRL_READY`) cannot be deregistered without the loop's
+/// [`Ctx`], so its socket is handed to the loop it was registered with,
+/// which deregisters and closes it at the start of its next iteration
+/// (until then the socket stays open, so its number cannot be reused under
+/// the registration, and events already queued for it may still reach its
+/// owner value). If that loop is gone, the socket is simply closed. The
+/// same holds for a dropped [`Stream`](crate::stream::Stream), whose two
+/// connections are dropped with it.
+///
+/// ```
+/// use anypoll::connection::Connection;
+/// use anypoll::{EventLoop, FdState};
+/// use std::io::Read;
+///
+/// let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// let mut el = EventLoop::from_env().unwrap();
+/// let mut conn = Connection::from_connected(a.into());
+/// conn.ctrl_init(el.cx(), 1, FdState::RECV_ACTIVE).unwrap();
+/// conn.force_close(el.cx()); // deregistered, then closed
+/// assert!(conn.is_closed());
+/// assert_eq!(el.cx().fd_count(), 0);
+/// assert_eq!(b.read(&mut [0u8; 4]).unwrap(), 0); // the peer sees EOF
+/// ```
 #[derive(Debug)]
 pub struct Connection {
+    /// The socket, until the control layer closes it.
+    sock: Option<OwnedFd>,
+    /// Its number, kept after the close for the owner's bookkeeping.
     fd: RawFd,
     /// The flags; see the [module docs](self).
     pub flags: ConnFlags,
     err: ConnError,
+    /// The loop it is registered with, to close it there if it is dropped.
+    registered_with: Option<Weak<Graveyard>>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let Some(sock) = self.sock.take() else { return };
+        if !self.flags.contains(ConnFlags::CTRL_READY) {
+            return; // never registered: `sock` closes here
+        }
+        match self.registered_with.as_ref().and_then(Weak::upgrade) {
+            Some(graveyard) => graveyard.bury(sock),
+            None => drop(sock), // the loop is gone, and its registration with it
+        }
+    }
 }
 
 impl Connection {
     /// Wraps a connected socket (from accept): L4 is up.
     pub fn from_connected(fd: OwnedFd) -> Connection {
-        Connection { fd: fd.into_raw_fd(), flags: ConnFlags::L4_CONN, err: ConnError::None }
+        Connection {
+            fd: fd.as_raw_fd(),
+            sock: Some(fd),
+            flags: ConnFlags::L4_CONN,
+            err: ConnError::None,
+            registered_with: None,
+        }
     }
 
     /// Starts a non-blocking connect to `addr`. The connection is
@@ -191,12 +252,18 @@ impl Connection {
             }
             ConnFlags::WAIT_L4_CONN
         };
-        Ok(Connection { fd: owned.into_raw_fd(), flags, err: ConnError::None })
+        Ok(Connection { fd: s, sock: Some(owned), flags, err: ConnError::None, registered_with: None })
     }
 
-    /// The socket fd (still meaningful after close only as a number).
+    /// The socket's number, the key of every loop call about it (still
+    /// meaningful after close only as a number).
     pub fn fd(&self) -> RawFd {
         self.fd
+    }
+
+    /// The socket, while it is open.
+    pub fn sock(&self) -> Option<BorrowedFd<'_>> {
+        self.sock.as_ref().map(|s| s.as_fd())
     }
 
     /// Why it failed, if it did.
@@ -218,12 +285,14 @@ impl Connection {
     /// (`FdState::STREAM`: a connection is a stream socket). Connected
     /// sockets start send-READY (a send is tried before any poll); a
     /// pending connect waits for writability.
-    pub fn ctrl_init(&mut self, cx: &mut Ctx, owner: usize, want: FdState) -> io::Result<bool> {
+    pub fn ctrl_init<P: Poller>(&mut self, cx: &mut Ctx<P>, owner: usize, want: FdState) -> io::Result<bool> {
         if self.flags.intersects(ConnFlags::CTRL_READY | ConnFlags::CTRL_CLOSED) {
             return Ok(false);
         }
+        let Some(sock) = &self.sock else { return Ok(false) };
         let ready = if self.flags.contains(ConnFlags::WAIT_L4_CONN) { FdState::empty() } else { FdState::SEND_READY };
-        cx.register(self.fd, owner, want | ready | FdState::STREAM)?;
+        cx.register(sock, owner, want | ready | FdState::STREAM)?;
+        self.registered_with = Some(cx.graveyard());
         self.flags |= ConnFlags::CTRL_READY;
         Ok(true)
     }
@@ -250,12 +319,14 @@ impl Connection {
     }
 
     /// Deregisters and closes the fd (once, and only after the transport).
-    pub fn ctrl_close(&mut self, cx: &mut Ctx) -> bool {
+    pub fn ctrl_close<P: Poller>(&mut self, cx: &mut Ctx<P>) -> bool {
         if !self.flags.contains(ConnFlags::CTRL_READY) || self.flags.contains(ConnFlags::XPRT_READY) {
             return false;
         }
-        if let Err(e) = cx.close(self.fd) {
-            log::debug!("fd {}: close: {e}", self.fd);
+        if let Some(sock) = self.sock.take() {
+            if let Err(e) = cx.close(sock) {
+                log::debug!("fd {}: close: {e}", self.fd);
+            }
         }
         self.flags.remove(ConnFlags::CTRL_READY);
         self.flags |= ConnFlags::CTRL_CLOSED;
@@ -274,7 +345,7 @@ impl Connection {
 
     /// Closes the transport then the control layer, unless the transport
     /// is tracked. Returns whether the connection is now closed.
-    pub fn full_close(&mut self, cx: &mut Ctx) -> bool {
+    pub fn full_close<P: Poller>(&mut self, cx: &mut Ctx<P>) -> bool {
         if self.flags.contains(ConnFlags::XPRT_TRACKED) {
             return false;
         }
@@ -283,14 +354,13 @@ impl Connection {
     }
 
     /// Closes everything, tracked or not.
-    pub fn force_close(&mut self, cx: &mut Ctx) {
+    pub fn force_close<P: Poller>(&mut self, cx: &mut Ctx<P>) {
         self.xprt_close();
         if self.flags.contains(ConnFlags::CTRL_READY) {
             self.ctrl_close(cx);
         } else if !self.flags.contains(ConnFlags::CTRL_CLOSED) {
             // Never registered: just close the socket.
-            // SAFETY: the connection owns its fd until it is closed.
-            drop(unsafe { OwnedFd::from_raw_fd(self.fd) });
+            drop(self.sock.take());
             self.flags |= ConnFlags::CTRL_CLOSED;
         }
     }
@@ -311,7 +381,11 @@ impl Connection {
     /// * On a backend without ERRHUP (select), readiness alone proves
     ///   nothing: `SO_ERROR` decides.
     /// * Otherwise WRITABLE means connected.
-    pub fn confirm_connect<S: crate::sockops::SockOps>(&mut self, ops: &mut S, cx: &mut Ctx) -> ConnectStatus {
+    pub fn confirm_connect<S: crate::sockops::SockOps, P: Poller>(
+        &mut self,
+        ops: &mut S,
+        cx: &mut Ctx<P>,
+    ) -> ConnectStatus {
         if !self.flags.contains(ConnFlags::WAIT_L4_CONN) {
             return if self.flags.contains(ConnFlags::ERROR) {
                 ConnectStatus::Failed

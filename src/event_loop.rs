@@ -20,7 +20,6 @@
 //! ```
 //! use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent};
 //! use std::io::Write;
-//! use std::os::fd::AsRawFd;
 //! use std::os::unix::net::UnixStream;
 //!
 //! struct Reader { got: Vec<u8> }
@@ -41,7 +40,7 @@
 //! let (mut a, b) = UnixStream::pair().unwrap();
 //! b.set_nonblocking(true).unwrap();
 //! let mut el = EventLoop::from_env().unwrap();
-//! el.cx().register(b.as_raw_fd(), 0, FdState::RECV_ACTIVE).unwrap();
+//! el.cx().register(&b, 0, FdState::RECV_ACTIVE).unwrap();
 //! a.write_all(b"hello").unwrap();
 //! drop(a);
 //! let mut h = Reader { got: Vec::new() };
@@ -52,20 +51,27 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anypoll_backends::registry;
 use anypoll_backends::{AnyPoller, Capabilities, Events, Interest, Poller, Token, Trigger, Waker};
 
 use crate::counters::Counters;
-use crate::fd::{on_event, wanted, FdState, FdTable, Strategy};
-use crate::signal::SignalPipe;
+use crate::error;
+use crate::fd::{on_event, wanted, Directions, FdState, FdTable, Strategy};
+use crate::handle::{self, LoopHandle, Task};
+use crate::signal::{Signal, SignalPipe};
 use crate::sockops::{Real, SockOps};
 use crate::timer::{TimerId, Timers};
 
-/// The owner value of the loop's own signal pipe.
-const SIGNAL_OWNER: usize = usize::MAX;
+/// The token of the loop's own signal pipe. The pipe is not in the fd
+/// table: it is registered with the poller directly, under a token that
+/// [`pack`] never produces (the low half of a packed token is a
+/// non-negative fd, so never all ones). Every owner value stays the
+/// embedder's: none is reserved.
+const SIGNAL_TOKEN: Token = Token(usize::MAX);
 
 /// What the loop hands an owner.
 #[derive(Debug, Clone, Copy)]
@@ -74,8 +80,9 @@ pub struct IoEvent {
     pub fd: RawFd,
     /// The owner value given at registration.
     pub owner: usize,
-    /// The directions that are ACTIVE and READY: worth an I/O attempt.
-    pub ready: Interest,
+    /// The directions that are ACTIVE and READY now: worth an I/O attempt
+    /// (see [`Directions`] for why this is not an `Interest` or a `Ready`).
+    pub ready: Directions,
     /// The fd's whole state, sticky ERROR and hang-up bits included.
     pub state: FdState,
 }
@@ -87,29 +94,51 @@ pub enum Io {
     Done(usize),
     /// EAGAIN: the direction is no longer READY and will be polled.
     WouldBlock,
-    /// recv: the peer shut down its side (a recv returned 0, or a short
-    /// read after a hang-up report proved it without another recv).
+    /// recv: the peer shut down its side cleanly (a recv returned 0, or a
+    /// short read after a hang-up report proved it without another recv),
+    /// and no error was reported for the fd.
     Closed,
-    /// A hard error; the fd's ERROR bit is set.
+    /// A hard error; the fd's ERROR bit is set and both directions are
+    /// shut (later calls return `Closed`). The error keeps its errno.
+    ///
+    /// A peer that sends data and then resets the connection (SO_LINGER
+    /// {1, 0}, or a crash) surfaces the same way on every backend: recv
+    /// gives the data (`Done`), then `Error` carrying the socket's error,
+    /// ECONNRESET, never `Closed`. Where the poller reports the reset with
+    /// the data (ERR and HUP on epoll, poll, compat), the loop reads the
+    /// error with `SO_ERROR` once the data is out; where it reports plain
+    /// readability (select), the recv itself returns ECONNRESET.
     Error(io::Error),
 }
 
 /// The owner side of the loop: one value holds every owner's state, and
 /// each call gets a [`Ctx`] to change interests, do I/O and set timers.
-pub trait Handler {
+pub trait Handler<P: Poller = AnyPoller> {
     /// An fd is ready in `ev.ready`.
-    fn io(&mut self, cx: &mut Ctx, ev: IoEvent);
+    fn io(&mut self, cx: &mut Ctx<P>, ev: IoEvent);
     /// A timer set with [`Ctx::add_timer`] fired.
-    fn timer(&mut self, cx: &mut Ctx, id: TimerId, data: u64) {
+    fn timer(&mut self, cx: &mut Ctx<P>, id: TimerId, data: u64) {
         let _ = (cx, id, data);
     }
     /// A signal arrived (see [`EventLoop::handle_signals`]).
-    fn signal(&mut self, cx: &mut Ctx, signal: libc::c_int) {
+    fn signal(&mut self, cx: &mut Ctx<P>, signal: Signal) {
         let _ = (cx, signal);
     }
-    /// A [`Waker`] woke the loop.
-    fn wake(&mut self, cx: &mut Ctx) {
+    /// A [`Waker`] woke the loop (after the work queued on a
+    /// [`LoopHandle`] was done).
+    fn wake(&mut self, cx: &mut Ctx<P>) {
         let _ = cx;
+    }
+    /// An fd queued with [`LoopHandle::register`] by another thread is now
+    /// registered for `owner`; the handler owns it from here on (keep it
+    /// until you [`close`](Ctx::close) it). The default closes it with a
+    /// warning: a handler that takes fds from other threads overrides this.
+    fn adopt(&mut self, cx: &mut Ctx<P>, fd: OwnedFd, owner: usize) {
+        log::warn!(
+            "fd {}: handed to the loop for owner {owner}, but the handler does not adopt fds: closing it",
+            fd.as_raw_fd()
+        );
+        let _ = cx.close(fd);
     }
 }
 
@@ -123,9 +152,26 @@ enum TimerKind {
 /// Everything a handler may touch: the fd table, timers, counters, the
 /// poller's identity. Obtained as the `cx` argument of [`Handler`] calls,
 /// or from [`EventLoop::cx`] before the loop runs.
+///
+/// # Contract
+///
+/// An fd enters the loop as a borrowed fd ([`register`](Ctx::register),
+/// `impl AsFd`) or an owned one ([`LoopHandle::register`]), and leaves it
+/// as an owned one ([`close`](Ctx::close)) or by number
+/// ([`deregister`](Ctx::deregister)). In between, every call names it by
+/// its `RawFd` number, as [`IoEvent::fd`] does: the number is the key of
+/// the fd table. These raw-fd calls are safe: the loop never turns a
+/// number into an owner (no `OwnedFd::from_raw_fd` on it), and passes it
+/// only to syscalls, which refuse a closed one. A number that is not
+/// registered (negative ones included) is ignored by the state calls
+/// (`set_state`, `want_*`, `may_*`, `done_*`, `inject_event`, …) and gives
+/// `None` from the queries. The I/O calls (`recv`, `send`, `accept`) make
+/// their syscall on the number whether or not it is registered: it is the
+/// caller's to name an fd it uses (I/O on another owner's fd is not
+/// undefined behaviour, but it is a bug), and a closed one gives EBADF.
 #[derive(Debug)]
-pub struct Ctx {
-    poller: AnyPoller,
+pub struct Ctx<P: Poller = AnyPoller> {
+    poller: P,
     strategy: Strategy,
     /// The trigger a `STREAM` fd is registered with (rule 3 of [`crate::fd`]).
     stream_trigger: Trigger,
@@ -137,6 +183,23 @@ pub struct Ctx {
     now: Instant,
     /// A listener paused for EMFILE/ENFILE logs once per episode.
     pub(crate) emfile_logged: bool,
+    /// Work queued by [`LoopHandle`]s.
+    inbox: handle::Shared<P>,
+    /// Connections dropped while registered leave their sockets here.
+    graveyard: Arc<handle::Graveyard>,
+}
+
+impl<P: Poller> Drop for Ctx<P> {
+    fn drop(&mut self) {
+        // Handles that outlive the loop get an error instead of queueing
+        // work nobody runs; what is queued (fds included) is dropped now.
+        let tasks = {
+            let mut inbox = handle::lock(&self.inbox);
+            inbox.closed = true;
+            std::mem::take(&mut inbox.tasks)
+        };
+        drop(tasks);
+    }
 }
 
 /// The trigger an fd in `state` is registered with, under `strategy`
@@ -161,10 +224,15 @@ fn unpack(token: usize) -> (RawFd, u32) {
     (t as u32 as RawFd, (t >> 32) as u32)
 }
 
-impl Ctx {
+impl<P: Poller> Ctx<P> {
     /// The backend's name.
     pub fn backend(&self) -> &'static str {
         self.poller.name()
+    }
+    /// The backend itself, to read what a backend of the embedder's own
+    /// records. Read-only: the loop alone adds, modifies and deletes.
+    pub fn poller(&self) -> &P {
+        &self.poller
     }
     /// The backend's capabilities.
     pub fn capabilities(&self) -> Capabilities {
@@ -204,6 +272,11 @@ impl Ctx {
     pub fn waker(&self) -> Waker {
         self.poller.waker()
     }
+    /// A handle for other threads, to queue fds and closures for this
+    /// loop ([`LoopHandle`]).
+    pub fn handle(&self) -> LoopHandle<P> {
+        LoopHandle::new(self.inbox.clone(), self.poller.waker(), self.poller.name())
+    }
     /// The time at the start of this iteration's dispatch.
     pub fn now(&self) -> Instant {
         self.now
@@ -216,7 +289,8 @@ impl Ctx {
     pub fn is_stopping(&self) -> bool {
         self.stop
     }
-    /// How many fds are registered (the loop's own signal pipe included).
+    /// How many fds are registered (the loop's own signal pipe, which is
+    /// not in the fd table, excluded).
     pub fn fd_count(&self) -> usize {
         self.fds.len()
     }
@@ -231,15 +305,38 @@ impl Ctx {
     /// backend can (epoll, kqueue), which saves the kernel work per event
     /// (rule 3 of [`crate::fd`]). Never on a datagram socket or a listener.
     ///
+    /// # Contract
+    /// The loop watches `fd`; it does not own it (hand it over with
+    /// [`LoopHandle::register`] or keep it, e.g. in a
+    /// [`Connection`](crate::connection::Connection)). From here on the
+    /// fd is named by its number ([`IoEvent::fd`], and every `Ctx` call
+    /// that takes a `RawFd`). Keep it open until [`deregister`](Ctx::deregister)
+    /// or [`close`](Ctx::close): an fd closed while registered is noticed
+    /// only when the kernel refuses it (its owner then sees the ERROR bit,
+    /// and the error, naming the operation, fd and backend, comes out of
+    /// its next recv or [`take_error`](Ctx::take_error)), and until then
+    /// its number may be reused by another fd. Registering a number that is
+    /// still registered replaces the old registration.
+    ///
     /// # Errors
     /// `InvalidInput` if the backend cannot watch this fd number (select and
     /// FD_SETSIZE), naming the fd and the backend.
-    pub fn register(&mut self, fd: RawFd, owner: usize, state: FdState) -> io::Result<()> {
+    pub fn register(&mut self, fd: impl AsFd, owner: usize, state: FdState) -> io::Result<()> {
+        self.register_raw(fd.as_fd().as_raw_fd(), owner, state)
+    }
+
+    /// [`register`](Ctx::register) by number: the handle's fds and the
+    /// tests of fd.rs's negative case come through here.
+    fn register_raw(&mut self, fd: RawFd, owner: usize, state: FdState) -> io::Result<()> {
+        let backend = self.poller.name();
         if let Some(limit) = self.poller.fd_limit() {
             if fd >= limit {
-                return Err(io::Error::new(
+                return Err(error::new(
+                    "register",
+                    Some(fd),
+                    backend,
                     io::ErrorKind::InvalidInput,
-                    format!("fd {fd} cannot be watched by the {} backend (limit {limit})", self.poller.name()),
+                    &format!("cannot be watched: the backend watches fds below {limit} only"),
                 ));
             }
         }
@@ -252,30 +349,42 @@ impl Ctx {
             }
         }
         self.errors.remove(&fd);
-        self.fds.insert(fd, owner, state);
+        if self.fds.insert(fd, owner, state).is_none() {
+            return Err(error::new("register", Some(fd), backend, io::ErrorKind::InvalidInput, "not an fd (negative)"));
+        }
         self.reschedule_if_runnable(fd);
         Ok(())
     }
 
     /// Stops watching `fd` and forgets it. Does not close it. Call it
     /// before closing an fd, or use [`close`](Ctx::close).
+    ///
+    /// # Errors
+    /// `NotFound` for a number that is not registered (a negative one
+    /// included); the kernel's error if it refuses the removal (the fd is
+    /// forgotten all the same). Both name the operation, the fd and the
+    /// backend, and the kernel's errno stays reachable
+    /// ([`LoopError`](crate::LoopError)).
     pub fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
+        let backend = self.poller.name();
         let e = self.fds.remove(fd).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("fd {fd} is not registered with the loop"))
+            error::new("deregister", Some(fd), backend, io::ErrorKind::NotFound, "not registered with the loop")
         })?;
         self.errors.remove(&fd);
         if e.polled.is_some() {
             self.counters.ctl += 1;
-            self.poller.delete(fd)?;
+            self.poller.delete(fd).map_err(|err| error::wrap("deregister", Some(fd), backend, err))?;
         }
         Ok(())
     }
 
-    /// Deregisters and closes `fd`.
-    pub fn close(&mut self, fd: RawFd) -> io::Result<()> {
-        let r = self.deregister(fd);
-        // SAFETY: the caller hands the fd over to be closed; it must not use it again.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    /// Deregisters and closes `fd`, which the caller hands over.
+    ///
+    /// # Errors
+    /// As [`deregister`](Ctx::deregister); the fd is closed in every case.
+    pub fn close(&mut self, fd: OwnedFd) -> io::Result<()> {
+        let r = self.deregister(fd.as_raw_fd());
+        drop(fd);
         self.counters.other += 1;
         r
     }
@@ -325,9 +434,55 @@ impl Ctx {
     }
 
     /// The error that made the loop set ERROR on `fd` itself (the backend
-    /// refused it), if any.
+    /// refused it), if any. The fd's next recv returns it too (once), if
+    /// it is not taken here first.
     pub fn take_error(&mut self, fd: RawFd) -> Option<io::Error> {
         self.errors.remove(&fd)
+    }
+
+    /// Where a [`Connection`](crate::connection::Connection) dropped while
+    /// registered leaves its socket, for this loop to deregister and close
+    /// at its next iteration. Weak: once the loop is gone, there is no
+    /// registration left to undo, and the socket is simply closed.
+    pub(crate) fn graveyard(&self) -> Weak<handle::Graveyard> {
+        Arc::downgrade(&self.graveyard)
+    }
+
+    /// Deregisters and closes the sockets of connections that were dropped
+    /// while registered.
+    fn bury_dropped(&mut self) {
+        for fd in self.graveyard.take() {
+            log::debug!("fd {}: its connection was dropped while registered: closing it", fd.as_raw_fd());
+            if let Err(e) = self.close(fd) {
+                log::debug!("{e}");
+            }
+        }
+    }
+
+    /// Does the work [`LoopHandle`]s queued, in order, on the loop's thread.
+    fn run_tasks<H: Handler<P>>(&mut self, handler: &mut H) {
+        let tasks = std::mem::take(&mut handle::lock(&self.inbox).tasks);
+        for task in tasks {
+            match task {
+                Task::Fd { fd, owner, state } => match self.register(&fd, owner, state) {
+                    Ok(()) => handler.adopt(self, fd, owner),
+                    Err(e) => {
+                        log::warn!("{e}; closing the fd handed to the loop")
+                    }
+                },
+                Task::Run(f) => f(self),
+            }
+        }
+    }
+
+    /// Watches the signal pipe's read end `fd` under [`SIGNAL_TOKEN`],
+    /// outside the fd table. Level-triggered where the backend can; else
+    /// edge, which is enough because the loop drains the pipe to EAGAIN.
+    fn watch_signals(&mut self, fd: RawFd) -> io::Result<()> {
+        let caps = self.poller.capabilities();
+        let trigger = if caps.contains(Capabilities::LEVEL) { Trigger::Level } else { Trigger::Edge };
+        self.counters.ctl += 1;
+        self.poller.add(fd, SIGNAL_TOKEN, Interest::READ, trigger)
     }
 
     fn reschedule_if_runnable(&mut self, fd: RawFd) {
@@ -358,14 +513,6 @@ impl Ctx {
     pub fn stop_send(&mut self, fd: RawFd) {
         self.set_state(fd, FdState::empty(), FdState::SEND_ACTIVE);
     }
-    /// A recv returned EAGAIN: poll before trying again.
-    pub fn cant_recv(&mut self, fd: RawFd) {
-        self.set_state(fd, FdState::empty(), FdState::RECV_READY);
-    }
-    /// A send returned EAGAIN: poll before trying again.
-    pub fn cant_send(&mut self, fd: RawFd) {
-        self.set_state(fd, FdState::empty(), FdState::SEND_READY);
-    }
     /// Declares that a recv is worth trying (without an event).
     pub fn may_recv(&mut self, fd: RawFd) {
         self.set_state(fd, FdState::RECV_READY, FdState::empty());
@@ -377,12 +524,13 @@ impl Ctx {
 
     /// A recv returned less than asked: under the level strategy the fd is
     /// drained, so READY is cleared without the recv that would only return
-    /// EAGAIN. Under edge it proves nothing, unless a hang-up was reported:
-    /// then the input is over (SHUT) on both strategies.
+    /// EAGAIN. Under edge it proves nothing, unless a hang-up or an error
+    /// was reported: then the input is over (SHUT) on both strategies, and
+    /// the next recv says how it ended ([`Io`]).
     /// It counts as progress.
     pub fn done_recv(&mut self, fd: RawFd) {
         let Some(e) = self.fds.get(fd) else { return };
-        let (set, clear) = if e.state.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP) {
+        let (set, clear) = if e.state.intersects(FdState::SEEN_RDHUP | FdState::SEEN_HUP | FdState::ERROR) {
             (FdState::RECV_SHUT, FdState::empty())
         } else if self.strategy == Strategy::Level {
             (FdState::empty(), FdState::RECV_READY)
@@ -424,8 +572,13 @@ impl Ctx {
         }
     }
 
+    /// An I/O call is returning the fd's hard error: ERROR, both
+    /// directions shut, and the error counts as told.
     fn hard_error(&mut self, fd: RawFd) {
         self.set_state(fd, FdState::ERROR | FdState::RECV_SHUT | FdState::SEND_SHUT, FdState::empty());
+        if let Some(e) = self.fds.get_mut(fd) {
+            e.error_told = true;
+        }
     }
 
     /// Receives into `buf`, counting the syscall and applying the state
@@ -440,15 +593,17 @@ impl Ctx {
     /// `enotconn_is_eagain` (a connect is pending), ENOTCONN counts as EAGAIN:
     /// illumos returns it from a recv on a socket that is still connecting.
     pub fn recv_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &mut [u8], enotconn_is_eagain: bool) -> Io {
-        if self.state(fd).is_some_and(|s| s.contains(FdState::RECV_SHUT)) {
-            return Io::Closed;
+        let state = self.state(fd).unwrap_or_default();
+        if state.contains(FdState::RECV_SHUT) || (state.contains(FdState::ERROR) && self.errors.contains_key(&fd)) {
+            // Over, or refused by the backend: no syscall, the loop says how.
+            return self.input_over(ops, fd);
         }
         loop {
             self.counters.reads += 1;
             match ops.recv(fd, buf, 0) {
                 Ok(0) if !buf.is_empty() => {
                     self.set_state(fd, FdState::RECV_SHUT, FdState::empty());
-                    return Io::Closed;
+                    return self.input_over(ops, fd);
                 }
                 Ok(n) if n < buf.len() => {
                     self.done_recv(fd);
@@ -464,6 +619,41 @@ impl Ctx {
                 },
             }
         }
+    }
+
+    /// How the input of `fd` ended, once it is known to be over (a recv
+    /// returned 0, or a short read after a hang-up or error report):
+    /// [`Io::Closed`], unless the fd has the ERROR bit. Then the error
+    /// comes out, the same on every backend: the one the loop recorded
+    /// itself (the backend refused the fd, see [`take_error`](Ctx::take_error)),
+    /// else the socket's pending error, read once with `SO_ERROR` (a peer
+    /// that sent data then reset gives ECONNRESET after the data). An ERROR
+    /// report whose `SO_ERROR` is 0 gives an error without errno that says
+    /// so. The one place that turns the ERROR bit into an error for recv;
+    /// the transport ([`crate::raw_sock`]) ends its reads here too.
+    pub(crate) fn input_over<S: SockOps>(&mut self, ops: &mut S, fd: RawFd) -> Io {
+        let Some(e) = self.fds.get(fd) else { return Io::Closed };
+        if !e.state.contains(FdState::ERROR) || e.error_told {
+            // No error, or told already (SO_ERROR was consumed then).
+            return Io::Closed;
+        }
+        if let Some(e) = self.errors.remove(&fd) {
+            self.hard_error(fd);
+            return Io::Error(e);
+        }
+        self.counters.other += 1;
+        let e = match ops.so_error(fd) {
+            Ok(0) => io::Error::other(format!(
+                "fd {fd}: the {} backend reported an error that SO_ERROR does not name",
+                self.poller.name()
+            )),
+            Ok(errno) => io::Error::from_raw_os_error(errno),
+            // Not a socket (a pipe): nothing to name, the input is over.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => return Io::Closed,
+            Err(e) => e,
+        };
+        self.hard_error(fd);
+        Io::Error(e)
     }
 
     /// Sends from `buf` with MSG_NOSIGNAL (and MSG_MORE when `more`, where
@@ -516,6 +706,11 @@ impl Ctx {
     /// polled again; a real hang-up would be reported again. Without this,
     /// rule 5 of [`crate::fd`] would leave a spuriously hung-up fd unpolled
     /// for good.
+    ///
+    /// A layer that makes its own syscalls on a registered fd calls this
+    /// on EAGAIN: it is the only way to clear READY after one (there is no
+    /// separate `cant_recv`/`cant_send`, which would skip the counter and
+    /// the hang-up rule).
     pub fn would_block(&mut self, fd: RawFd, ready: FdState) {
         self.counters.eagain += 1;
         let claimed =
@@ -641,18 +836,23 @@ impl Ctx {
             let want = wanted(e.state, lazy, self.strategy);
             let token = Token(pack(fd, e.gen));
             let rearm = std::mem::take(&mut e.rearm);
-            let result = match e.polled {
+            let (op, result) = match e.polled {
                 Some(now) if now == want && !rearm => continue,
                 None if want.is_empty() => continue,
-                None => self.poller.add(fd, token, want, trigger).map(|_| Some(want)),
-                Some(_) if want.is_empty() => self.poller.delete(fd).map(|_| None),
-                Some(_) => self.poller.modify(fd, token, want, trigger).map(|_| Some(want)),
+                None => ("add", self.poller.add(fd, token, want, trigger).map(|_| Some(want))),
+                Some(_) if want.is_empty() => ("delete", self.poller.delete(fd).map(|_| None)),
+                Some(_) => ("modify", self.poller.modify(fd, token, want, trigger).map(|_| Some(want))),
             };
             self.counters.ctl += 1;
             match result {
-                Ok(polled) => self.fds.get_mut(fd).expect("still there").polled = polled,
+                Ok(polled) => {
+                    if let Some(e) = self.fds.get_mut(fd) {
+                        e.polled = polled;
+                    }
+                }
                 Err(err) => {
-                    log::warn!("fd {fd}: the {} backend refused it: {err}", self.poller.name());
+                    let err = error::wrap(op, Some(fd), self.poller.name(), err);
+                    log::warn!("{err}");
                     self.errors.insert(fd, err);
                     self.set_state(fd, FdState::ERROR | FdState::RECV_READY | FdState::SEND_READY, FdState::empty());
                 }
@@ -662,27 +862,109 @@ impl Ctx {
     }
 }
 
-/// An event loop over one backend.
+/// An event loop over one backend: the fd table, timers, signals and a
+/// waker, driving one [`Handler`].
+///
+/// # Backends
+///
+/// `P` is any [`Poller`]. The default, [`AnyPoller`], is the registry's
+/// run-time choice ([`from_env`](EventLoop::from_env),
+/// [`with_backend`](EventLoop::with_backend), or
+/// [`new`](EventLoop::new) with [`registry::choose`]); a backend of the
+/// embedder's own plugs in through [`new`](EventLoop::new), and its
+/// [`Handler`]s implement `Handler<TheirPoller>`.
+///
+/// # Threads
+///
+/// A loop is single-threaded by design: its fd table, its update and run
+/// lists, its timers and its poller are touched by the thread that runs
+/// it, without locks or atomics on the hot path, and a handler sees a
+/// state no other thread can change under it between two calls (the
+/// speculative I/O and lazy-removal rules of [`crate::fd`] depend on that).
+/// This is also why [`Poller`] takes `&mut self`. A daemon scales with one
+/// loop per thread (as HAProxy's threads do), each with its own fds.
+///
+/// Other threads hand work to a loop through a [`LoopHandle`]
+/// ([`handle`](EventLoop::handle)): it queues an fd with its owner and
+/// state, or a closure, and wakes the loop, which applies it on its own
+/// thread between two waits. An acceptor thread feeding worker loops is
+/// the model case. A [`Waker`] ([`Ctx::waker`]) only wakes.
+///
+/// # Errors
+///
+/// Errors from the loop's own syscalls (the wait, and the kernel's
+/// refusal of a registration) keep the original `io::Error` as their
+/// source, with its errno, and name the operation, the fd and the backend
+/// in their message.
 #[derive(Debug)]
-pub struct EventLoop {
-    cx: Ctx,
+pub struct EventLoop<P: Poller = AnyPoller> {
+    cx: Ctx<P>,
     events: Events,
     signals: Option<SignalPipe>,
-    sigbuf: Vec<libc::c_int>,
+    sigbuf: Vec<Signal>,
     spare: Vec<RawFd>,
     run: Vec<RawFd>,
 }
 
-impl EventLoop {
+impl EventLoop<AnyPoller> {
     /// A loop on the backend chosen by `ANYPOLL_POLLER` or the best
     /// available, with the strategy chosen from its capabilities.
+    ///
+    /// # Errors
+    /// The registry's [`SelectError`](registry::SelectError), converted: it
+    /// names the backend asked for, where the name came from, and what is
+    /// available here.
     pub fn from_env() -> io::Result<EventLoop> {
-        let (poller, _) =
-            registry::choose(None, None).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let (poller, _) = registry::choose(None, None)?;
         EventLoop::new(poller, None)
     }
 
-    /// A loop on `poller`. `strategy` forces level or edge; `None` picks
+    /// A loop on the backend called `name` (`"epoll"`, `"poll"`, …), with
+    /// the strategy chosen from its capabilities. The name is chosen by the
+    /// same registry code as `--poller` and `ANYPOLL_POLLER` (a name given
+    /// here wins over both), with the same errors.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a name that is unknown here, the backend's own
+    /// error when it cannot be created; the message names the backend and
+    /// the ones available.
+    ///
+    /// ```
+    /// use anypoll::EventLoop;
+    ///
+    /// let mut el = EventLoop::with_backend("poll").unwrap();
+    /// assert_eq!(el.cx().backend(), "poll");
+    /// let err = EventLoop::with_backend("nope").unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// assert!(err.to_string().contains("unknown poller 'nope'"), "{err}");
+    /// assert!(err.to_string().contains("available here"), "{err}");
+    /// ```
+    pub fn with_backend(name: &str) -> io::Result<EventLoop> {
+        let (poller, _) = registry::choose(Some(name), None)?;
+        EventLoop::new(poller, None)
+    }
+
+    /// Re-creates the poller after `fork()` in the child, and registers every
+    /// fd again. Without it the child shares the parent's epoll or kqueue
+    /// set, and fds the child closed keep waking both: 100% CPU.
+    pub fn after_fork(&mut self) -> io::Result<()> {
+        let name = self.cx.poller.name();
+        self.cx.poller = registry::create(name, registry::Source::Api)?;
+        if let Some(pipe) = &self.signals {
+            self.cx.watch_signals(pipe.fd())?;
+        }
+        let fds: Vec<RawFd> = self.cx.fds.iter().map(|(fd, _)| fd).collect();
+        for fd in fds {
+            self.cx.fds.get_mut(fd).expect("listed").polled = None;
+            self.cx.fds.queue(fd);
+        }
+        Ok(())
+    }
+}
+
+impl<P: Poller> EventLoop<P> {
+    /// A loop on `poller`: any [`Poller`], one of the registry's
+    /// ([`AnyPoller`]) or a backend of the embedder's own. `strategy` forces level or edge; `None` picks
     /// level where the backend has it (a short read then proves the fd
     /// drained, saving the EAGAIN read that edge needs), else edge.
     ///
@@ -703,7 +985,7 @@ impl EventLoop {
     /// let mut el = EventLoop::new(poll, None).unwrap();
     /// assert_eq!(el.cx().strategy(), Strategy::Level);
     /// ```
-    pub fn new(poller: AnyPoller, strategy: Option<Strategy>) -> io::Result<EventLoop> {
+    pub fn new(poller: P, strategy: Option<Strategy>) -> io::Result<EventLoop<P>> {
         let caps = poller.capabilities();
         let strategy = match strategy {
             Some(Strategy::Edge) if !caps.contains(Capabilities::EDGE) => {
@@ -733,6 +1015,8 @@ impl EventLoop {
                 stop: false,
                 now: Instant::now(),
                 emfile_logged: false,
+                inbox: handle::shared(),
+                graveyard: Arc::default(),
             },
             events: Events::with_capacity(1024),
             signals: None,
@@ -743,59 +1027,55 @@ impl EventLoop {
     }
 
     /// The context, to register fds and set timers before running.
-    pub fn cx(&mut self) -> &mut Ctx {
+    pub fn cx(&mut self) -> &mut Ctx<P> {
         &mut self.cx
     }
 
-    /// Delivers `signals` (some of SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2,
-    /// SIGCHLD) to [`Handler::signal`]. One loop per process may do this;
-    /// dropping the loop restores the previous dispositions.
+    /// A `Send` handle for other threads ([`LoopHandle`]): it queues fds
+    /// and closures for this loop and wakes it.
+    pub fn handle(&self) -> LoopHandle<P> {
+        self.cx.handle()
+    }
+
+    /// Delivers `signals` to [`Handler::signal`], through a self-pipe the
+    /// loop watches (see [`crate::signal`]). One loop per process may do
+    /// this (dispositions are per process); dropping the loop restores the
+    /// previous dispositions.
+    ///
+    /// # Errors
+    /// `AlreadyExists` when another loop of the process handles signals.
     ///
     /// ```
-    /// use anypoll::{Ctx, EventLoop, Handler, IoEvent};
+    /// use anypoll::{Ctx, EventLoop, Handler, IoEvent, Signal};
     ///
     /// struct Daemon {
-    ///     got: Option<libc::c_int>,
+    ///     got: Option<Signal>,
     /// }
     /// impl Handler for Daemon {
     ///     fn io(&mut self, _cx: &mut Ctx, _ev: IoEvent) {}
-    ///     fn signal(&mut self, cx: &mut Ctx, signal: libc::c_int) {
+    ///     fn signal(&mut self, cx: &mut Ctx, signal: Signal) {
     ///         self.got = Some(signal);
     ///         cx.stop(); // a graceful stop on SIGTERM
     ///     }
     /// }
     ///
     /// let mut el = EventLoop::from_env().unwrap();
-    /// el.handle_signals(&[libc::SIGINT, libc::SIGTERM]).unwrap();
+    /// el.handle_signals(&[Signal::Int, Signal::Term]).unwrap();
     /// // SAFETY: raise() signals this thread; the loop's handler is installed.
-    /// unsafe { libc::raise(libc::SIGTERM) };
+    /// unsafe { libc::raise(Signal::Term.as_raw()) };
     /// let mut d = Daemon { got: None };
     /// el.run(&mut d).unwrap();
-    /// assert_eq!(d.got, Some(libc::SIGTERM));
+    /// assert_eq!(d.got, Some(Signal::Term));
     /// ```
-    pub fn handle_signals(&mut self, signals: &[libc::c_int]) -> io::Result<()> {
+    pub fn handle_signals(&mut self, signals: &[Signal]) -> io::Result<()> {
         let pipe = SignalPipe::install(signals)?;
-        self.cx.register(pipe.fd(), SIGNAL_OWNER, FdState::RECV_ACTIVE)?;
+        self.cx.watch_signals(pipe.fd())?;
         self.signals = Some(pipe);
         Ok(())
     }
 
-    /// Re-creates the poller after `fork()` in the child, and registers every
-    /// fd again. Without it the child shares the parent's epoll or kqueue
-    /// set, and fds the child closed keep waking both: 100% CPU.
-    pub fn after_fork(&mut self) -> io::Result<()> {
-        let name = self.cx.poller.name();
-        self.cx.poller = registry::create(name, registry::Source::Api).map_err(|e| io::Error::other(e.to_string()))?;
-        let fds: Vec<RawFd> = self.cx.fds.iter().map(|(fd, _)| fd).collect();
-        for fd in fds {
-            self.cx.fds.get_mut(fd).expect("listed").polled = None;
-            self.cx.fds.queue(fd);
-        }
-        Ok(())
-    }
-
     /// Runs until [`Ctx::stop`].
-    pub fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+    pub fn run<H: Handler<P>>(&mut self, handler: &mut H) -> io::Result<()> {
         while !self.cx.stop {
             self.run_once(handler, None)?;
         }
@@ -804,9 +1084,10 @@ impl EventLoop {
 
     /// One iteration; the wait lasts at most `max_wait` (`None`: until the
     /// next timer, or forever if there is none).
-    pub fn run_once<H: Handler>(&mut self, handler: &mut H, max_wait: Option<Duration>) -> io::Result<()> {
+    pub fn run_once<H: Handler<P>>(&mut self, handler: &mut H, max_wait: Option<Duration>) -> io::Result<()> {
         let cx = &mut self.cx;
         cx.counters.iterations += 1;
+        cx.bury_dropped();
         cx.apply_updates(&mut self.spare);
 
         let now = Instant::now();
@@ -821,21 +1102,21 @@ impl EventLoop {
         };
         cx.counters.waits += 1;
         self.events.clear();
-        cx.poller.wait(&mut self.events, timeout)?;
+        cx.poller.wait(&mut self.events, timeout).map_err(|e| error::wrap("wait", None, cx.poller.name(), e))?;
         cx.now = Instant::now();
         cx.counters.events += self.events.len() as u64;
 
         let mut signalled = false;
         for ev in self.events.iter() {
+            if ev.token() == SIGNAL_TOKEN {
+                signalled = true;
+                continue;
+            }
             let (fd, gen) = unpack(ev.token().0);
             let Some(e) = cx.fds.get_mut(fd).filter(|e| e.gen == gen) else {
                 cx.counters.stale += 1;
                 continue;
             };
-            if e.owner == SIGNAL_OWNER {
-                signalled = true;
-                continue;
-            }
             let before = e.state;
             e.state = on_event(e.state, ev.ready());
             e.last = ev.ready();
@@ -865,6 +1146,7 @@ impl EventLoop {
             }
         }
         if woken {
+            self.cx.run_tasks(handler);
             handler.wake(&mut self.cx);
         }
         if signalled {
@@ -886,7 +1168,7 @@ impl EventLoop {
             let Some(e) = cx.fds.get_mut(fd) else { continue };
             e.spec = false;
             let ready = e.runnable();
-            if ready.is_empty() || !e.progress || e.owner == SIGNAL_OWNER {
+            if ready.is_empty() || !e.progress {
                 continue;
             }
             e.progress = false;
@@ -899,7 +1181,7 @@ impl EventLoop {
                 } else if e.gen == gen && !e.progress && cx.strategy == Strategy::Level {
                     // Ignored: a level-triggered kernel would report the READY
                     // directions it still polls at every wait, a spin. Unpoll them.
-                    let ready = e.runnable();
+                    let ready = e.runnable().interest();
                     if e.polled.is_some_and(|p| p.intersects(ready)) {
                         cx.fds.queue(fd);
                     }

@@ -19,7 +19,7 @@
 //! 1. **Speculative I/O.** Enabling a direction (`want_*`) does not touch the
 //!    kernel. If the direction is READY, the owner is called at once, without
 //!    a wait (and the wait timeout is 0 while such an fd exists). It tries the
-//!    I/O; only an EAGAIN (`cant_*`) clears READY, and only then is the
+//!    I/O; only an EAGAIN (`Ctx::would_block`) clears READY, and only then is the
 //!    direction polled.
 //! 2. **Update list.** Every state change that could alter what the kernel
 //!    must watch puts the fd on the update list, once. The list is applied in
@@ -101,6 +101,41 @@ bitflags::bitflags! {
     }
 }
 
+bitflags::bitflags! {
+    /// The directions of an fd that are worth an I/O attempt now: ACTIVE
+    /// (the owner wants them) and READY (no EAGAIN since the poller or the
+    /// owner said so). What [`IoEvent::ready`](crate::IoEvent::ready)
+    /// holds.
+    ///
+    /// Its own type, because neither of the backends' types says this.
+    /// [`Interest`] is what the kernel is asked to watch, and a direction
+    /// can be runnable while it is not watched at all (speculative I/O:
+    /// READY without a poll). [`Ready`] is what the kernel reported last,
+    /// with HUP, ERROR and PRIORITY bits that never appear here (they are
+    /// in [`FdState`]), and a direction can be runnable without any report.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Directions: u8 {
+        /// A recv is worth trying.
+        const RECV = 1 << 0;
+        /// A send is worth trying.
+        const SEND = 1 << 1;
+    }
+}
+
+impl Directions {
+    /// The kernel interest that watches these directions.
+    pub(crate) fn interest(self) -> Interest {
+        let mut i = Interest::empty();
+        if self.contains(Directions::RECV) {
+            i |= Interest::READ;
+        }
+        if self.contains(Directions::SEND) {
+            i |= Interest::WRITE;
+        }
+        i
+    }
+}
+
 /// How the loop uses the kernel; see rules 3 and 4 in the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Strategy {
@@ -145,6 +180,10 @@ pub struct FdEntry {
     /// called again until something new happens, so an ignored event
     /// cannot turn into a spin.
     pub(crate) progress: bool,
+    /// Set once an I/O call returned the fd's hard error (`Io::Error`):
+    /// the ERROR bit then no longer stands for an error still to be told,
+    /// and the end of input is plain `Io::Closed`.
+    pub(crate) error_told: bool,
     /// What the poller reported last for this fd (empty before any event).
     /// The transport reads it for the rules that depend on the exact flags
     /// (HUP without IN, ERR without IN on a pending connect).
@@ -152,17 +191,17 @@ pub struct FdEntry {
 }
 
 impl FdEntry {
-    /// Whether a direction is ACTIVE and READY (the owner should be called).
-    pub fn runnable(&self) -> Interest {
+    /// The directions that are ACTIVE and READY (the owner should be called).
+    pub fn runnable(&self) -> Directions {
         let s = self.state;
-        let mut i = Interest::empty();
+        let mut d = Directions::empty();
         if s.contains(FdState::RECV_ACTIVE | FdState::RECV_READY) {
-            i |= Interest::READ;
+            d |= Directions::RECV;
         }
         if s.contains(FdState::SEND_ACTIVE | FdState::SEND_READY) {
-            i |= Interest::WRITE;
+            d |= Directions::SEND;
         }
-        i
+        d
     }
 }
 
@@ -235,9 +274,11 @@ impl FdTable {
         FdTable { entries: Vec::new(), next_gen: 1, strategy, updates: Vec::new(), spec: Vec::new(), count: 0 }
     }
 
-    /// Adds `fd` with `state`, a fresh generation, and queues it for update.
-    pub fn insert(&mut self, fd: RawFd, owner: usize, state: FdState) -> u32 {
-        let i = fd as usize;
+    /// Adds `fd` with `state`, a fresh generation, and queues it for
+    /// update; returns the generation. `None` for a negative number, which
+    /// no fd has (the table is indexed by number).
+    pub fn insert(&mut self, fd: RawFd, owner: usize, state: FdState) -> Option<u32> {
+        let i = usize::try_from(fd).ok()?;
         if i >= self.entries.len() {
             self.entries.resize(i + 1, None);
         }
@@ -252,18 +293,19 @@ impl FdTable {
             spec: false,
             rearm: false,
             progress: true,
+            error_told: false,
             last: Ready::empty(),
         };
         if self.entries[i].replace(entry).is_none() {
             self.count += 1;
         }
         self.queue(fd);
-        gen
+        Some(gen)
     }
 
     /// Removes `fd`; returns its last entry.
     pub fn remove(&mut self, fd: RawFd) -> Option<FdEntry> {
-        let e = self.entries.get_mut(fd as usize)?.take();
+        let e = self.entries.get_mut(usize::try_from(fd).ok()?)?.take();
         if e.is_some() {
             self.count -= 1;
         }
@@ -297,7 +339,7 @@ impl FdTable {
 
     /// Puts `fd` on the update list (once).
     pub fn queue(&mut self, fd: RawFd) {
-        if let Some(e) = self.entries.get_mut(fd as usize).and_then(Option::as_mut) {
+        if let Some(e) = self.entries.get_mut(index(fd)).and_then(Option::as_mut) {
             push_once(&mut self.updates, &mut e.queued, fd);
         }
     }
@@ -310,7 +352,7 @@ impl FdTable {
     /// runnable is scheduled for a speculative call. One lookup in all.
     pub fn change(&mut self, fd: RawFd, set: FdState, clear: FdState, progress: bool) {
         let strategy = self.strategy;
-        let Some(e) = self.entries.get_mut(fd as usize).and_then(Option::as_mut) else { return };
+        let Some(e) = self.entries.get_mut(index(fd)).and_then(Option::as_mut) else { return };
         let new = (e.state | set) - clear;
         e.progress |= progress;
         if new != e.state {
@@ -327,10 +369,16 @@ impl FdTable {
 
     /// Puts `fd` on the run list (once), for a speculative call.
     pub(crate) fn schedule(&mut self, fd: RawFd) {
-        if let Some(e) = self.entries.get_mut(fd as usize).and_then(Option::as_mut) {
+        if let Some(e) = self.entries.get_mut(index(fd)).and_then(Option::as_mut) {
             push_once(&mut self.spec, &mut e.spec, fd);
         }
     }
+}
+
+/// The table index of `fd`: a negative number maps past any table, so
+/// lookups find nothing (never a wrap-around to a huge index by `as`).
+fn index(fd: RawFd) -> usize {
+    usize::try_from(fd).unwrap_or(usize::MAX)
 }
 
 /// Pushes `fd` on `list` unless its entry's flag `on` says it is there
@@ -409,6 +457,19 @@ mod tests {
     }
 
     #[test]
+    fn a_negative_fd_is_refused_and_never_indexes() {
+        let mut t = FdTable::new(Strategy::Level);
+        assert_eq!(t.insert(-1, 0, RA), None);
+        assert_eq!(t.insert(RawFd::MIN, 0, RA), None);
+        assert!(t.is_empty() && t.updates.is_empty());
+        assert!(t.get(-1).is_none() && t.get_mut(-1).is_none() && t.remove(-1).is_none());
+        t.change(-1, RA, FdState::empty(), true);
+        t.queue(-1);
+        t.schedule(-1);
+        assert!(t.updates.is_empty() && t.spec.is_empty());
+    }
+
+    #[test]
     fn toggling_queues_once_and_generations_differ() {
         let mut t = FdTable::new(Strategy::Level);
         let g1 = t.insert(4, 0, FdState::empty());
@@ -416,6 +477,7 @@ mod tests {
         t.change(4, FdState::empty(), RA, false);
         assert_eq!(t.updates, vec![4]);
         let g2 = t.insert(4, 0, FdState::empty());
+        assert!(g1.is_some() && g2.is_some());
         assert_ne!(g1, g2);
         assert_eq!(t.len(), 1);
     }

@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
 
+use anypoll_backends::Poller;
+
 use crate::Ctx;
 
 /// How long a listener rests after EMFILE/ENFILE.
@@ -37,11 +39,16 @@ pub enum BatchEnd {
 /// Accepts up to `max` connections from listening socket `fd`, handing
 /// each to `f`. Returns how many were accepted and why it stopped.
 ///
+/// # Contract
+/// `fd` is a listening socket registered with the loop, named by its
+/// number as in [`Ctx`]'s contract; each accepted socket is handed to `f`
+/// as an `OwnedFd`.
+///
 /// ```
 /// use anypoll::listener::{self, BatchEnd};
 /// use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent};
 /// use std::net::TcpStream;
-/// use std::os::fd::{AsRawFd, OwnedFd};
+/// use std::os::fd::OwnedFd;
 ///
 /// struct Server {
 ///     conns: Vec<OwnedFd>,
@@ -63,18 +70,18 @@ pub enum BatchEnd {
 /// let l = listener::bind("127.0.0.1:0".parse().unwrap(), 128, false).unwrap();
 /// let clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap()).collect();
 /// let mut el = EventLoop::from_env().unwrap();
-/// el.cx().register(l.as_raw_fd(), 0, FdState::RECV_ACTIVE).unwrap();
+/// el.cx().register(&l, 0, FdState::RECV_ACTIVE).unwrap();
 /// let mut s = Server { conns: Vec::new(), batches: Vec::new() };
 /// el.run(&mut s).unwrap();
 /// assert_eq!(s.conns.len(), clients.len());
 /// // At most 2 per call: the first call stopped at its budget.
 /// assert_eq!(s.batches[0], (2, BatchEnd::Budget));
 /// ```
-pub fn accept_batch(
-    cx: &mut Ctx,
+pub fn accept_batch<P: Poller>(
+    cx: &mut Ctx<P>,
     fd: RawFd,
     max: usize,
-    mut f: impl FnMut(&mut Ctx, OwnedFd, SocketAddr),
+    mut f: impl FnMut(&mut Ctx<P>, OwnedFd, SocketAddr),
 ) -> (usize, BatchEnd) {
     let mut n = 0;
     while n < max {
@@ -113,7 +120,7 @@ pub fn is_out_of_fds(e: &io::Error) -> bool {
 /// [`accept_batch`] calls it when accept itself finds no fd; an owner that
 /// finds none for what a new connection needs (its server socket, say)
 /// calls it too, so that both pause and log alike.
-pub fn pause_out_of_fds(cx: &mut Ctx, fd: RawFd, why: &dyn std::fmt::Display) {
+pub fn pause_out_of_fds<P: Poller>(cx: &mut Ctx<P>, fd: RawFd, why: &dyn std::fmt::Display) {
     if !cx.emfile_logged {
         log::warn!("listener fd {fd}: {why}; pausing accepts for {EMFILE_PAUSE:?}");
         cx.emfile_logged = true;

@@ -32,7 +32,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anypoll_backends::Ready;
+use anypoll_backends::{Poller, Ready};
 
 use crate::buffer::Buffer;
 use crate::connection::{ConnError, ConnFlags, Connection};
@@ -56,27 +56,30 @@ fn usable(conn: &Connection, shut: ConnFlags) -> bool {
     conn.flags.contains(ConnFlags::CTRL_READY) && !conn.flags.intersects(shut | ConnFlags::ERROR)
 }
 
-fn read0(cx: &mut Ctx, conn: &mut Connection) {
+fn read0<P: Poller>(cx: &mut Ctx<P>, conn: &mut Connection) {
     conn.connected();
     conn.flags |= ConnFlags::SOCK_RD_SH;
     cx.set_state(conn.fd(), FdState::RECV_SHUT, FdState::empty());
 }
 
-/// Reads `SO_ERROR` once and records the error (or says explicitly that
-/// the poller's ERR came with no errno).
-fn error_from_so_error<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection) {
-    cx.counters_mut().other += 1;
-    let err = match ops.so_error(conn.fd()) {
-        Ok(0) => ConnError::PollErrNoErrno,
-        Ok(errno) => ConnError::from_errno(errno),
-        Err(e) => ConnError::from_io(&e),
-    };
-    conn.set_error(err);
+/// The connection error of an [`Io::Error`] from the loop: its errno, or
+/// [`ConnError::PollErrNoErrno`] for the loop's "ERR without errno".
+fn conn_error(e: &std::io::Error) -> ConnError {
+    e.raw_os_error().map_or(ConnError::PollErrNoErrno, ConnError::from_errno)
+}
+
+/// The input is over ([`Ctx::input_over`]): a read shutdown, or the error
+/// the fd's ERROR bit stands for.
+fn input_over<S: SockOps, P: Poller>(ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection) {
+    match cx.input_over(ops, conn.fd()) {
+        Io::Error(e) => conn.set_error(conn_error(&e)),
+        _ => read0(cx, conn),
+    }
 }
 
 /// The rows that are decided from the poller's flags before any recv.
 /// Returns false when no recv must be made.
-fn precheck_recv<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection) -> bool {
+fn precheck_recv<S: SockOps, P: Poller>(ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection) -> bool {
     let fd = conn.fd();
     let last = cx.last_ready(fd).unwrap_or_default();
     let state = cx.state(fd).unwrap_or_default();
@@ -100,7 +103,13 @@ fn precheck_recv<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection) -
 /// buffer's real free space (wrapping included). Returns the bytes read.
 /// Afterwards the flags say why it stopped: `SOCK_RD_SH`, `ERROR`,
 /// `WAIT_ROOM` (buffer full), or nothing (EAGAIN or the limit).
-pub fn rcv_buf<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, buf: &mut Buffer, max: usize) -> usize {
+pub fn rcv_buf<S: SockOps, P: Poller>(
+    ops: &mut S,
+    cx: &mut Ctx<P>,
+    conn: &mut Connection,
+    buf: &mut Buffer,
+    max: usize,
+) -> usize {
     if !usable(conn, ConnFlags::SOCK_RD_SH) || !precheck_recv(ops, cx, conn) {
         return 0;
     }
@@ -120,14 +129,11 @@ pub fn rcv_buf<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, buf
                 done += n;
                 conn.connected();
                 if n < want {
-                    let state = cx.state(fd).unwrap_or_default();
-                    if state.contains(FdState::ERROR) {
-                        // A short read while ERR is reported: the data is
-                        // kept, and the error is final.
-                        error_from_so_error(ops, cx, conn);
-                    } else if state.contains(FdState::RECV_SHUT) {
-                        // Short read after a hang-up report: input over.
-                        conn.flags |= ConnFlags::SOCK_RD_SH;
+                    if cx.state(fd).unwrap_or_default().contains(FdState::RECV_SHUT) {
+                        // Short read after a hang-up or error report: the
+                        // data is kept, and the input is over; the loop
+                        // says how (a read shutdown, or the error).
+                        input_over(ops, cx, conn);
                     }
                     break;
                 }
@@ -138,7 +144,7 @@ pub fn rcv_buf<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, buf
             }
             Io::WouldBlock => break,
             Io::Error(e) => {
-                conn.set_error(ConnError::from_io(&e));
+                conn.set_error(conn_error(&e));
                 break;
             }
         }
@@ -152,9 +158,9 @@ pub fn rcv_buf<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, buf
 /// Sends up to `max` bytes from `buf`, consuming what was sent. `flags`
 /// are the transport's: [`SendFlags::MORE`] becomes MSG_MORE where it
 /// exists; MSG_NOSIGNAL is always used. Returns the bytes sent.
-pub fn snd_buf<S: SockOps>(
+pub fn snd_buf<S: SockOps, P: Poller>(
     ops: &mut S,
-    cx: &mut Ctx,
+    cx: &mut Ctx<P>,
     conn: &mut Connection,
     buf: &mut Buffer,
     max: usize,
@@ -194,7 +200,7 @@ pub fn snd_buf<S: SockOps>(
 
 /// Turns splice off for this connection after EBADF/ENOSYS/EINVAL: counted,
 /// logged once per process. The bytes go through recv/send from now on.
-fn splice_fallback(cx: &mut Ctx, conn: &mut Connection, e: &std::io::Error) {
+fn splice_fallback<P: Poller>(cx: &mut Ctx<P>, conn: &mut Connection, e: &std::io::Error) {
     conn.flags |= ConnFlags::NO_SPLICE;
     cx.counters_mut().splice_fallbacks += 1;
     if !SPLICE_FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
@@ -206,7 +212,7 @@ fn splice_fallback(cx: &mut Ctx, conn: &mut Connection, e: &std::io::Error) {
 /// turned off for this connection where it does not work here
 /// (EBADF/ENOSYS/EINVAL, [`splice_fallback`]); anything else is the
 /// connection's error.
-fn splice_failed(cx: &mut Ctx, conn: &mut Connection, e: &std::io::Error) {
+fn splice_failed<P: Poller>(cx: &mut Ctx<P>, conn: &mut Connection, e: &std::io::Error) {
     if splice_unsupported(e) {
         splice_fallback(cx, conn, e);
     } else {
@@ -225,7 +231,13 @@ fn splice_unsupported(e: &std::io::Error) -> bool {
 /// `ERROR`) when splice could not consume what the poller reported (an end
 /// of input to confirm, bytes behind a TCP urgent mark): the caller must
 /// then receive with [`rcv_buf`] this time.
-pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pipe: &mut Pipe, count: usize) -> usize {
+pub fn rcv_pipe<S: SockOps, P: Poller>(
+    ops: &mut S,
+    cx: &mut Ctx<P>,
+    conn: &mut Connection,
+    pipe: &mut Pipe,
+    count: usize,
+) -> usize {
     if conn.flags.contains(ConnFlags::NO_SPLICE)
         || !usable(conn, ConnFlags::SOCK_RD_SH)
         || !precheck_recv(ops, cx, conn)
@@ -255,7 +267,7 @@ pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
                 if n < want && cx.state(fd).is_some_and(|s| s.contains(FdState::ERROR)) {
                     // A short splice while ERR is reported: as for a short
                     // read, the bytes are kept and the error is final.
-                    error_from_so_error(ops, cx, conn);
+                    input_over(ops, cx, conn);
                     break;
                 }
                 if n < want {
@@ -315,7 +327,7 @@ pub fn rcv_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
 /// Splices the pipe's bytes out to the socket. Returns the bytes moved.
 /// On EBADF/ENOSYS/EINVAL it sets `NO_SPLICE` and leaves the bytes in the
 /// pipe; [`drain_pipe`] then moves them to a buffer for [`snd_buf`].
-pub fn snd_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pipe: &mut Pipe) -> usize {
+pub fn snd_pipe<S: SockOps, P: Poller>(ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection, pipe: &mut Pipe) -> usize {
     if !usable(conn, ConnFlags::SOCK_WR_SH) {
         return 0;
     }
@@ -347,7 +359,7 @@ pub fn snd_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection, pi
 
 /// Moves bytes out of a pipe into `buf` with read(2), after splice failed
 /// on the way out: the bytes spliced in are not lost. Returns how many.
-pub fn drain_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, pipe: &mut Pipe, buf: &mut Buffer) -> usize {
+pub fn drain_pipe<S: SockOps, P: Poller>(ops: &mut S, cx: &mut Ctx<P>, pipe: &mut Pipe, buf: &mut Buffer) -> usize {
     let mut done = 0;
     while pipe.data > 0 {
         let (first, _) = buf.free_slices();
@@ -371,7 +383,7 @@ pub fn drain_pipe<S: SockOps>(ops: &mut S, cx: &mut Ctx, pipe: &mut Pipe, buf: &
 }
 
 /// Shuts the write side (once): shutdown(SHUT_WR), `SOCK_WR_SH`.
-pub fn shut_write<S: SockOps>(ops: &mut S, cx: &mut Ctx, conn: &mut Connection) {
+pub fn shut_write<S: SockOps, P: Poller>(ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection) {
     if conn.flags.contains(ConnFlags::SOCK_WR_SH) || !conn.flags.contains(ConnFlags::CTRL_READY) {
         return;
     }

@@ -16,9 +16,73 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// The signals a loop can deliver.
-pub const SUPPORTED: [libc::c_int; 6] =
-    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGCHLD];
+/// A signal a loop can deliver as an event: the ones a daemon handles.
+/// Typed, so that an embedder needs no libc for them, and so that a signal
+/// that cannot be caught (SIGKILL, SIGSTOP) or must not be (SIGSEGV)
+/// cannot be asked for.
+///
+/// ```
+/// use anypoll::Signal;
+///
+/// assert_eq!(Signal::from_raw(Signal::Term.as_raw()), Some(Signal::Term));
+/// assert_eq!(Signal::Usr1.to_string(), "SIGUSR1");
+/// assert_eq!(Signal::from_raw(9), None); // SIGKILL
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    /// SIGINT: interrupt from the terminal (Ctrl-C).
+    Int,
+    /// SIGTERM: a request to stop.
+    Term,
+    /// SIGHUP: the terminal went away; daemons often reload on it.
+    Hup,
+    /// SIGUSR1: user-defined.
+    Usr1,
+    /// SIGUSR2: user-defined.
+    Usr2,
+    /// SIGCHLD: a child process stopped or exited.
+    Chld,
+}
+
+impl Signal {
+    /// Every signal a loop can deliver.
+    pub const ALL: [Signal; 6] = [Signal::Int, Signal::Term, Signal::Hup, Signal::Usr1, Signal::Usr2, Signal::Chld];
+
+    /// The platform's signal number.
+    pub fn as_raw(self) -> libc::c_int {
+        match self {
+            Signal::Int => libc::SIGINT,
+            Signal::Term => libc::SIGTERM,
+            Signal::Hup => libc::SIGHUP,
+            Signal::Usr1 => libc::SIGUSR1,
+            Signal::Usr2 => libc::SIGUSR2,
+            Signal::Chld => libc::SIGCHLD,
+        }
+    }
+
+    /// The signal with number `raw`, if a loop can deliver it.
+    pub fn from_raw(raw: libc::c_int) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.as_raw() == raw)
+    }
+
+    /// `"SIGINT"`, `"SIGTERM"`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Int => "SIGINT",
+            Signal::Term => "SIGTERM",
+            Signal::Hup => "SIGHUP",
+            Signal::Usr1 => "SIGUSR1",
+            Signal::Usr2 => "SIGUSR2",
+            Signal::Chld => "SIGCHLD",
+        }
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 
@@ -70,14 +134,12 @@ pub struct SignalPipe {
 }
 
 impl SignalPipe {
-    /// Installs handlers for `signals` (each must be in [`SUPPORTED`]).
-    pub fn install(signals: &[libc::c_int]) -> io::Result<SignalPipe> {
-        if let Some(s) = signals.iter().find(|s| !SUPPORTED.contains(s)) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("signal {s} cannot be delivered as a loop event"),
-            ));
-        }
+    /// Installs handlers for `signals`.
+    ///
+    /// # Errors
+    /// `AlreadyExists` if another pipe is installed in the process; the
+    /// error of pipe(2) or sigaction(2) otherwise.
+    pub fn install(signals: &[Signal]) -> io::Result<SignalPipe> {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two fds pipe() writes.
         if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -92,7 +154,7 @@ impl SignalPipe {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "another event loop already handles signals"));
         }
         let mut pipe = SignalPipe { read, write, previous: Vec::new() };
-        for &sig in signals {
+        for sig in signals.iter().map(|s| s.as_raw()) {
             // SAFETY: a zeroed sigaction is valid; we fill handler, mask and flags
             // before passing it to sigaction with a valid out-pointer.
             unsafe {
@@ -115,8 +177,8 @@ impl SignalPipe {
         self.read.as_raw_fd()
     }
 
-    /// Reads the pending signal numbers.
-    pub fn drain(&self, out: &mut Vec<libc::c_int>) {
+    /// Reads the pending signals.
+    pub fn drain(&self, out: &mut Vec<Signal>) {
         let mut buf = [0u8; 64];
         loop {
             // SAFETY: reading into a stack buffer of the given length from our pipe.
@@ -127,7 +189,8 @@ impl SignalPipe {
                 }
                 break;
             }
-            out.extend(buf[..n as usize].iter().map(|b| libc::c_int::from(*b)));
+            // Only installed signals are ever written, so every byte maps.
+            out.extend(buf[..n as usize].iter().filter_map(|b| Signal::from_raw(libc::c_int::from(*b))));
         }
     }
 }

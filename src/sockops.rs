@@ -13,6 +13,12 @@ use std::os::fd::RawFd;
 
 /// The socket syscalls the transport makes. Each returns the kernel's
 /// result; EINTR is returned, not retried (the transport retries it).
+///
+/// # Contract
+/// The fds are numbers the caller uses (a connection's socket, a pipe's
+/// ends), as in [`Ctx`](crate::Ctx)'s contract; an implementation passes
+/// them to syscalls only, so a closed one is EBADF, never undefined
+/// behaviour.
 pub trait SockOps {
     /// recv(2).
     fn recv(&mut self, fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize>;

@@ -27,6 +27,8 @@
 
 use std::time::Instant;
 
+use anypoll_backends::Poller;
+
 use crate::buffer::BufferPool;
 use crate::channel::{Channel, INFINITE};
 use crate::connection::{ConnError, ConnFlags, ConnectStatus, Connection};
@@ -102,6 +104,13 @@ pub enum Outcome {
 }
 
 /// Two connections and two channels.
+///
+/// End a stream with [`close`](Stream::close), which closes both
+/// connections (deregistered, then closed) and gives the buffers and pipes
+/// back to the pools. A stream dropped without it closes its connections
+/// all the same, through the loop they are registered with, at its next
+/// iteration (see [`Connection`]'s docs); its buffers and pipes are then
+/// freed rather than pooled.
 #[derive(Debug)]
 pub struct Stream {
     /// The client side.
@@ -151,7 +160,7 @@ impl Stream {
 
     /// Moves data both ways as far as it can go now, and sets interests.
     /// Returns the outcome (`Running` while there is more to do).
-    pub fn process<S: SockOps>(&mut self, ops: &mut S, cx: &mut Ctx, pools: &mut Pools) -> Outcome {
+    pub fn process<S: SockOps, P: Poller>(&mut self, ops: &mut S, cx: &mut Ctx<P>, pools: &mut Pools) -> Outcome {
         if self.outcome != Outcome::Running {
             return self.outcome;
         }
@@ -203,7 +212,7 @@ impl Stream {
         self.outcome
     }
 
-    fn set_interests(&self, cx: &mut Ctx) {
+    fn set_interests<P: Poller>(&self, cx: &mut Ctx<P>) {
         let connecting = self.back.flags.contains(ConnFlags::WAIT_L4_CONN);
         interest(cx, &self.front, &self.req, &self.res);
         if connecting {
@@ -218,7 +227,7 @@ impl Stream {
 
     /// Releases the buffers and pipes (data in them is dropped: the caller
     /// logs why) and closes both connections.
-    pub fn close(&mut self, cx: &mut Ctx, pools: &mut Pools) {
+    pub fn close<P: Poller>(&mut self, cx: &mut Ctx<P>, pools: &mut Pools) {
         for ch in [&mut self.req, &mut self.res] {
             if let Some(b) = ch.buf.take() {
                 pools.bufs.put(b);
@@ -237,7 +246,7 @@ impl Stream {
     /// Replaces a back connection whose connect failed before anything was
     /// sent to it (a retry on another server): the request bytes waiting in
     /// `req` go to the new one.
-    pub fn replace_back(&mut self, cx: &mut Ctx, back: Connection) {
+    pub fn replace_back<P: Poller>(&mut self, cx: &mut Ctx<P>, back: Connection) {
         let mut old = std::mem::replace(&mut self.back, back);
         old.force_close(cx);
         if matches!(self.outcome, Outcome::ConnectFailed(_)) {
@@ -256,7 +265,7 @@ impl Stream {
 /// Sets `conn`'s interests: recv while its outgoing channel (`out`, which it
 /// produces into) has room and no EOF; send while its incoming channel
 /// (`inc`, which it consumes) has data.
-fn interest(cx: &mut Ctx, conn: &Connection, out: &Channel, inc: &Channel) {
+fn interest<P: Poller>(cx: &mut Ctx<P>, conn: &Connection, out: &Channel, inc: &Channel) {
     if !conn.flags.contains(ConnFlags::CTRL_READY) {
         return;
     }
@@ -274,16 +283,16 @@ fn interest(cx: &mut Ctx, conn: &Connection, out: &Channel, inc: &Channel) {
     }
 }
 
-fn state(cx: &Ctx, c: &Connection) -> FdState {
+fn state<P: Poller>(cx: &Ctx<P>, c: &Connection) -> FdState {
     cx.state(c.fd()).unwrap_or_default()
 }
 
 /// One direction: flush, receive, flush again, until nothing moves.
 /// With `recv_only`, nothing is sent (the consumer is still connecting).
 #[allow(clippy::too_many_arguments)]
-fn forward<S: SockOps>(
+fn forward<S: SockOps, P: Poller>(
     ops: &mut S,
-    cx: &mut Ctx,
+    cx: &mut Ctx<P>,
     pools: &mut Pools,
     mode: SpliceMode,
     p: &mut Connection,
@@ -344,9 +353,9 @@ fn splice_ok(mode: SpliceMode, p: &Connection, c: &Connection, ch: &Channel) -> 
         && !c.flags.contains(ConnFlags::NO_SPLICE)
 }
 
-fn receive<S: SockOps>(
+fn receive<S: SockOps, P: Poller>(
     ops: &mut S,
-    cx: &mut Ctx,
+    cx: &mut Ctx<P>,
     pools: &mut Pools,
     mode: SpliceMode,
     p: &mut Connection,
@@ -395,7 +404,13 @@ fn receive<S: SockOps>(
 
 /// Sends what the channel holds: the pipe first (it was filled first), then
 /// the buffer. A pipe whose splice out failed is drained into the buffer.
-fn flush<S: SockOps>(ops: &mut S, cx: &mut Ctx, pools: &mut Pools, c: &mut Connection, ch: &mut Channel) -> usize {
+fn flush<S: SockOps, P: Poller>(
+    ops: &mut S,
+    cx: &mut Ctx<P>,
+    pools: &mut Pools,
+    c: &mut Connection,
+    ch: &mut Channel,
+) -> usize {
     let mut sent = 0;
     if let Some(pipe) = ch.pipe.as_mut() {
         if pipe.data > 0 && !c.flags.contains(ConnFlags::NO_SPLICE) {

@@ -121,7 +121,7 @@ fn emfile(c: Combo) -> String {
     let mut el = c.new_loop();
     let l = listener::bind("127.0.0.1:0".parse().unwrap(), 64, false).unwrap();
     let addr = l.local_addr().unwrap();
-    el.cx().register(l.as_raw_fd(), 0, FdState::RECV_ACTIVE).unwrap();
+    el.cx().register(&l, 0, FdState::RECV_ACTIVE).unwrap();
     let mut h = Acceptor::default();
     el.run_once(&mut h, Some(Duration::ZERO)).unwrap();
     // The clients' sockets exist before the table is full: connect() needs no new fd.

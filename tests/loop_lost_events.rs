@@ -23,7 +23,6 @@ use std::net::Shutdown;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use anypoll::backends::Interest;
 use anypoll::{Ctx, FdState, Handler, Io, IoEvent, TimerId};
 use common::{check, fill, run_matrix, set_sockopt, stream_pair, Combo, Rng, Sock};
 
@@ -91,10 +90,10 @@ impl Owners {
 
     fn read(&mut self, cx: &mut Ctx, ev: IoEvent) {
         let id = ev.owner / 2;
-        if ev.ready.contains(Interest::WRITE) {
+        if ev.ready.contains(anypoll::Directions::SEND) {
             cx.stop_send(ev.fd);
         }
-        if ev.ready.contains(Interest::READ) {
+        if ev.ready.contains(anypoll::Directions::RECV) {
             for _ in 0..self.rng.range(1, 5) {
                 let k = if self.rng.one_in(4) { self.rng.range(1, 16) } else { self.rng.range(1, self.buf.len()) };
                 match cx.recv(ev.fd, &mut self.buf[..k]) {
@@ -133,7 +132,7 @@ impl Owners {
 
     fn write(&mut self, cx: &mut Ctx, ev: IoEvent) {
         let id = ev.owner / 2;
-        if ev.ready.contains(Interest::WRITE) {
+        if ev.ready.contains(anypoll::Directions::SEND) {
             for _ in 0..self.rng.range(1, 5) {
                 let s = &mut self.streams[id];
                 let left = s.total - s.sent;
@@ -248,9 +247,17 @@ fn run(c: Combo, base: u64, seed: u64) -> Summary {
         // backend can, and only the READY bits keep them from stalling.
         let kind = if rng.one_in(2) { FdState::STREAM } else { FdState::empty() };
         let start = if rng.one_in(2) { FdState::RECV_ACTIVE } else { FdState::RECV_ACTIVE | FdState::RECV_READY };
-        el.cx().register(rx_fd, id * 2, start | kind).unwrap();
+        // SAFETY: the test keeps the fd open until it deregisters or closes it.
+        el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(rx_fd) }, id * 2, start | kind).unwrap();
         let tx = if in_loop {
-            el.cx().register(tx_fd, id * 2 + 1, FdState::SEND_ACTIVE | FdState::SEND_READY | kind).unwrap();
+            // SAFETY: the test keeps the fd open until it deregisters or closes it.
+            el.cx()
+                .register(
+                    unsafe { std::os::fd::BorrowedFd::borrow_raw(tx_fd) },
+                    id * 2 + 1,
+                    FdState::SEND_ACTIVE | FdState::SEND_READY | kind,
+                )
+                .unwrap();
             Some(tx)
         } else {
             outside.push((id, total, tx));

@@ -18,9 +18,9 @@ use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use anypoll::backends::{Capabilities, Interest};
+use anypoll::backends::Capabilities;
 use anypoll::listener::{self, BatchEnd};
-use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent, Strategy, TimerId};
+use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent, Signal, Strategy, TimerId};
 use common::{run_matrix, Combo};
 
 /// Reads everything there is; returns the bytes and whether EOF was seen.
@@ -57,7 +57,7 @@ fn dup_onto(from: RawFd, to: RawFd) {
 #[derive(Default)]
 struct Reuse {
     /// (owner, ready, data read) for every call.
-    calls: Vec<(usize, Interest, Vec<u8>)>,
+    calls: Vec<(usize, anypoll::Directions, Vec<u8>)>,
     /// fd of owner 1 and 2.
     fds: HashMap<usize, RawFd>,
     /// The writer of the socket that took the closed number.
@@ -82,7 +82,8 @@ impl Handler for Reuse {
             let (rx, tx) = nonblocking_pair();
             dup_onto(rx.as_raw_fd(), other);
             drop(rx);
-            cx.register(other, 3, FdState::RECV_ACTIVE).unwrap();
+            // SAFETY: the test keeps the fd open until it deregisters or closes it.
+            cx.register(unsafe { std::os::fd::BorrowedFd::borrow_raw(other) }, 3, FdState::RECV_ACTIVE).unwrap();
             self.new_tx = Some(tx);
             self.reused = Some(other);
             self.events_then = cx.counters().events;
@@ -96,8 +97,10 @@ fn stale_after_reuse(c: Combo) -> String {
     let (a_rx, mut a_tx) = nonblocking_pair();
     let (b_rx, mut b_tx) = nonblocking_pair();
     let (fa, fb) = (a_rx.into_raw_fd(), b_rx.into_raw_fd());
-    el.cx().register(fa, 1, FdState::RECV_ACTIVE).unwrap();
-    el.cx().register(fb, 2, FdState::RECV_ACTIVE).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(fa) }, 1, FdState::RECV_ACTIVE).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(fb) }, 2, FdState::RECV_ACTIVE).unwrap();
     el.run_once(&mut Reuse::default(), Some(Duration::ZERO)).unwrap();
     a_tx.write_all(b"to-a").unwrap();
     b_tx.write_all(b"to-b").unwrap();
@@ -127,8 +130,10 @@ fn stale_after_reuse(c: Combo) -> String {
     assert_eq!(h.calls[1].0, 3, "{:?}", h.calls);
     assert_eq!(h.calls[1].2, b"new", "the new owner must read its own data only");
     let first_fd = h.fds[&first];
-    el.cx().close(first_fd).unwrap();
-    el.cx().close(reused).unwrap();
+    // SAFETY: the fd is the test's alone; it hands it over to be closed.
+    el.cx().close(unsafe { std::os::fd::FromRawFd::from_raw_fd(first_fd) }).unwrap();
+    // SAFETY: the fd is the test's alone; it hands it over to be closed.
+    el.cx().close(unsafe { std::os::fd::FromRawFd::from_raw_fd(reused) }).unwrap();
     let stale1 = el.cx().counters().stale;
     drop((a_tx, b_tx));
 
@@ -136,7 +141,8 @@ fn stale_after_reuse(c: Combo) -> String {
     let mut el = c.new_loop();
     let (a_rx, mut a_tx) = nonblocking_pair();
     let fa = a_rx.into_raw_fd();
-    el.cx().register(fa, 1, FdState::RECV_ACTIVE).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(fa) }, 1, FdState::RECV_ACTIVE).unwrap();
     // `reused` set: no reuse from the handler here.
     let mut h = Reuse { reused: Some(-1), ..Reuse::default() };
     el.run_once(&mut h, Some(Duration::ZERO)).unwrap();
@@ -144,7 +150,8 @@ fn stale_after_reuse(c: Combo) -> String {
     let (rx, mut tx) = nonblocking_pair();
     dup_onto(rx.as_raw_fd(), fa);
     drop(rx);
-    el.cx().register(fa, 2, FdState::RECV_ACTIVE).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(fa) }, 2, FdState::RECV_ACTIVE).unwrap();
     for _ in 0..3 {
         el.run_once(&mut h, Some(Duration::from_millis(20))).unwrap();
     }
@@ -156,7 +163,8 @@ fn stale_after_reuse(c: Combo) -> String {
     }
     assert_eq!(h.calls.len(), 1, "{:?}", h.calls);
     assert_eq!((h.calls[0].0, h.calls[0].2.as_slice()), (2, &b"mine"[..]));
-    el.cx().close(fa).unwrap();
+    // SAFETY: the fd is the test's alone; it hands it over to be closed.
+    el.cx().close(unsafe { std::os::fd::FromRawFd::from_raw_fd(fa) }).unwrap();
     format!("reuse from a handler (owner {first} closed the other, whose event was pending; stale counter {stale1}) and behind the loop's back")
 }
 
@@ -183,7 +191,7 @@ impl Handler for Toggler {
             cx.stop_recv(ev.fd);
             cx.want_recv(ev.fd);
         }
-        if ev.ready.contains(Interest::READ) {
+        if ev.ready.contains(anypoll::Directions::RECV) {
             drain(cx, ev.fd);
         }
     }
@@ -195,10 +203,12 @@ fn toggling(c: Combo) -> String {
     let (spec_rx, _spec_tx) = nonblocking_pair();
     let fd = rx.as_raw_fd();
     let sfd = spec_rx.as_raw_fd();
-    el.cx().register(fd, 1, FdState::RECV_ACTIVE).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, 1, FdState::RECV_ACTIVE).unwrap();
     // A connected socket that may send at once: want_send makes it runnable
     // (a speculative call), stop_send takes that back before it happens.
-    el.cx().register(sfd, 2, FdState::SEND_READY).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(sfd) }, 2, FdState::SEND_READY).unwrap();
     let mut h = Toggler::default();
     for _ in 0..2 {
         el.run_once(&mut h, Some(Duration::from_millis(5))).unwrap();
@@ -392,26 +402,26 @@ fn the_waker_wakes_a_waiting_loop_from_another_thread() {
 
 #[derive(Default)]
 struct Signals {
-    got: Vec<libc::c_int>,
+    got: Vec<Signal>,
 }
 
 impl Handler for Signals {
     fn io(&mut self, _cx: &mut Ctx, ev: IoEvent) {
         panic!("the signal pipe must not reach owners: {ev:?}");
     }
-    fn signal(&mut self, _cx: &mut Ctx, signal: libc::c_int) {
+    fn signal(&mut self, _cx: &mut Ctx, signal: Signal) {
         self.got.push(signal);
     }
 }
 
 fn signals(c: Combo) -> String {
     let mut el = c.new_loop();
-    el.handle_signals(&[libc::SIGUSR1, libc::SIGUSR2]).unwrap();
+    el.handle_signals(&[Signal::Usr1, Signal::Usr2]).unwrap();
     let mut other = c.new_loop();
-    let e = other.handle_signals(&[libc::SIGUSR1]).unwrap_err();
+    let e = other.handle_signals(&[Signal::Usr1]).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
-    let e = el.handle_signals(&[libc::SIGKILL]).unwrap_err();
-    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    // SIGKILL cannot even be named: Signal has no such value.
+    assert_eq!(Signal::from_raw(libc::SIGKILL), None);
 
     let mut h = Signals::default();
     // SAFETY: raise() sends a signal to this thread; the loop's handler is installed.
@@ -423,7 +433,7 @@ fn signals(c: Combo) -> String {
     while h.got.len() < 2 && Instant::now() < deadline {
         el.run_once(&mut h, Some(Duration::from_millis(100))).unwrap();
     }
-    assert_eq!(h.got, vec![libc::SIGUSR1, libc::SIGUSR2]);
+    assert_eq!(h.got, vec![Signal::Usr1, Signal::Usr2]);
 
     // From another thread, while the loop waits.
     // SAFETY: pthread_self has no preconditions.
@@ -439,12 +449,12 @@ fn signals(c: Combo) -> String {
     }
     let took = start.elapsed();
     t.join().unwrap();
-    assert_eq!(h.got, vec![libc::SIGUSR1, libc::SIGUSR2, libc::SIGUSR2]);
+    assert_eq!(h.got, vec![Signal::Usr1, Signal::Usr2, Signal::Usr2]);
     assert!(took < Duration::from_secs(2), "the signal took {took:?} to arrive");
 
     // Dropping the loop gives the signals back.
     drop(el);
-    other.handle_signals(&[libc::SIGUSR1]).unwrap();
+    other.handle_signals(&[Signal::Usr1]).unwrap();
     drop(other);
     format!("SIGUSR1 and SIGUSR2 delivered in order; from another thread after {} ms", took.as_millis())
 }
@@ -512,7 +522,7 @@ fn accept_batches(c: Combo) -> String {
     let mut el = c.new_loop();
     let l = listener::bind("127.0.0.1:0".parse().unwrap(), 64, false).unwrap();
     let addr = l.local_addr().unwrap();
-    el.cx().register(l.as_raw_fd(), 0, FdState::RECV_ACTIVE).unwrap();
+    el.cx().register(&l, 0, FdState::RECV_ACTIVE).unwrap();
     let clients: Vec<TcpStream> = (0..CLIENTS).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let mut h = Acceptor::default();
     let deadline = Instant::now() + Duration::from_secs(3);

@@ -156,7 +156,8 @@ impl Owner {
     fn finish(&mut self, cx: &mut Ctx, fd: RawFd, end: String) {
         self.end = Some(end);
         match self.kind {
-            Kind::Closes => cx.close(fd).unwrap(),
+            // SAFETY: the fd is the test's alone; it hands it over to be closed.
+            Kind::Closes => cx.close(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }).unwrap(),
             _ => cx.stop_recv(fd),
         }
     }
@@ -170,7 +171,7 @@ impl Handler for Owner {
         match self.kind {
             Kind::Ignores | Kind::IgnoresBoth => {}
             Kind::Pushes => {
-                if !ev.ready.contains(anypoll::backends::Interest::WRITE) {
+                if !ev.ready.contains(anypoll::Directions::SEND) {
                     return;
                 }
                 let chunk = [b'z'; 16 * 1024];
@@ -200,7 +201,7 @@ impl Handler for Owner {
                 }
             }
             Kind::Stops | Kind::Closes => {
-                if !ev.ready.contains(anypoll::backends::Interest::READ) {
+                if !ev.ready.contains(anypoll::Directions::RECV) {
                     return;
                 }
                 loop {
@@ -237,7 +238,8 @@ fn one(c: Combo, scenario: Scenario, kind: Kind) -> Outcome {
         Kind::Pushes => FdState::RECV_ACTIVE | FdState::SEND_ACTIVE | FdState::SEND_READY,
         _ => FdState::RECV_ACTIVE,
     };
-    el.cx().register(fd, 1, state).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, 1, state).unwrap();
     let mut h = Owner { kind, calls: 0, bytes: 0, sent: 0, end: None, stalled: false, first: None };
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(1) {
@@ -246,7 +248,8 @@ fn one(c: Combo, scenario: Scenario, kind: Kind) -> Outcome {
     let counters = *el.cx().counters();
     let registered = el.cx().state(fd).is_some();
     if registered {
-        el.cx().close(fd).unwrap();
+        // SAFETY: the fd is the test's alone; it hands it over to be closed.
+        el.cx().close(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }).unwrap();
     }
     drop(keep);
     Outcome {

@@ -84,7 +84,7 @@ mod waker;
 pub use any::AnyPoller;
 pub use error::{os_error, OpError};
 pub use event::{Event, Events, Interest, Ready, Token, Trigger};
-pub use waker::Waker;
+pub use waker::{Wake, Waker};
 
 bitflags::bitflags! {
     /// What a backend can do. The core picks its strategy from these.
@@ -143,7 +143,12 @@ impl Capabilities {
 /// One readiness mechanism. Every backend implements it; [`AnyPoller`] holds
 /// the one chosen at run time.
 ///
-/// The caller owns the fds. Call [`delete`](Poller::delete) before closing an
+/// # Contract
+///
+/// The trait is raw-fd, as `polling`'s `add` is: the caller owns the fds
+/// and names them by number. The backends only pass the numbers to
+/// syscalls (or keep them in tables), so a wrong number is an error or a
+/// stale report, never undefined behaviour. Call [`delete`](Poller::delete) before closing an
 /// fd; if you forget, the generation tag still keeps the old fd's events away
 /// from the next owner of the number, but backends that watch by number
 /// (poll, select) keep polling it until you `add` the number again.

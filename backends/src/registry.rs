@@ -222,9 +222,34 @@ impl fmt::Display for Source {
 
 /// Why no backend could be chosen. Its message names the backend asked
 /// for, where the name came from, and the backends available here.
+///
+/// It converts into an `io::Error` (with `?` in a function returning
+/// `io::Result`) that keeps it as its inner error: `InvalidInput` for a
+/// name that is unknown here, the backend's own error kind when it cannot
+/// be created (EMFILE, ENOSYS, …, whose errno stays reachable through
+/// [`source`](std::error::Error::source)), `Unsupported` when no backend
+/// works at all.
+///
+/// ```
+/// use anypoll_backends::registry::{self, Source};
+///
+/// let e = registry::create("no-such-poller", Source::Api).unwrap_err();
+/// let io: std::io::Error = e.into();
+/// assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+/// assert!(io.to_string().contains("no-such-poller"));
+/// ```
 #[derive(Debug)]
 pub struct SelectError {
     message: String,
+    kind: io::ErrorKind,
+    source: Option<io::Error>,
+}
+
+impl SelectError {
+    /// The `io::ErrorKind` it converts to.
+    pub fn kind(&self) -> io::ErrorKind {
+        self.kind
+    }
 }
 
 impl fmt::Display for SelectError {
@@ -233,7 +258,17 @@ impl fmt::Display for SelectError {
     }
 }
 
-impl std::error::Error for SelectError {}
+impl std::error::Error for SelectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+impl From<SelectError> for io::Error {
+    fn from(e: SelectError) -> io::Error {
+        io::Error::new(e.kind, e)
+    }
+}
 
 fn available_list() -> String {
     let names: Vec<&str> = available().iter().map(|b| b.name).collect();
@@ -254,10 +289,14 @@ pub fn create(name: &str, source: Source) -> Result<AnyPoller, SelectError> {
                 name.escape_debug(),
                 available_list()
             ),
+            kind: io::ErrorKind::InvalidInput,
+            source: None,
         });
     };
     backend.create().map_err(|e| SelectError {
         message: format!("poller '{name}' (from {source}) cannot be used: {e}; available here: {}", available_list()),
+        kind: e.kind(),
+        source: Some(e),
     })
 }
 
@@ -286,7 +325,11 @@ pub fn choose(api: Option<&str>, flag: Option<&str>) -> Result<(AnyPoller, Sourc
             Err(e) => failures.push(format!("{}: {e}", b.name)),
         }
     }
-    Err(SelectError { message: format!("no poller works here ({})", failures.join("; ")) })
+    Err(SelectError {
+        message: format!("no poller works here ({})", failures.join("; ")),
+        kind: io::ErrorKind::Unsupported,
+        source: None,
+    })
 }
 
 #[cfg(test)]
@@ -342,6 +385,26 @@ mod tests {
         }
         // Unnamed, the choice is never a model.
         assert!(unnamed_candidates().all(|b| !b.is_model));
+    }
+
+    #[test]
+    fn a_select_error_is_an_error_and_converts_into_io_error() {
+        let e = choose(None, Some("bogus")).unwrap_err();
+        let dynamic: &dyn std::error::Error = &e;
+        assert!(dynamic.source().is_none());
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::InvalidInput);
+        assert!(io.to_string().contains("unknown poller 'bogus'"), "{io}");
+        assert!(io.get_ref().is_some_and(|inner| inner.is::<SelectError>()), "{io:?}");
+
+        // A backend that cannot be created keeps the backend's error.
+        let foreign = backends().iter().find(|b| !b.built()).expect("some backend is foreign here");
+        let e = create(foreign.name, Source::Flag).unwrap_err();
+        let kind = e.kind();
+        assert!(std::error::Error::source(&e).is_some(), "{e}");
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), kind);
+        assert!(io.to_string().contains(foreign.name) && io.to_string().contains("--poller"), "{io}");
     }
 
     #[test]

@@ -115,6 +115,14 @@ mod imp {
             if fd < 0 || fd as usize >= FD_SETSIZE {
                 return Err(too_big(fd));
             }
+            // select(2) never reports a closed fd above the process's fd
+            // table size (Linux ignores it), so a closed fd would wait
+            // forever unnoticed; the other backends refuse it at add
+            // (epoll, kqueue, event ports) or report it (poll: POLLNVAL).
+            // SAFETY: F_GETFD only asks whether the number is open.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                return Err(context(NAME, "add", Some(fd), io::Error::last_os_error()));
+            }
             self.slots.insert(fd, token, interest, trigger).map(drop)
         }
 
@@ -164,6 +172,9 @@ mod imp {
                 if e.kind() == io::ErrorKind::Interrupted {
                     return Ok(0);
                 }
+                if e.raw_os_error() == Some(libc::EBADF) && self.report_closed(events) > 0 {
+                    return Ok(events.len());
+                }
                 return Err(context(NAME, "select", None, e));
             }
             if n == 0 {
@@ -206,6 +217,35 @@ mod imp {
 
         fn waker(&self) -> Waker {
             Waker::new(self.waker.clone())
+        }
+    }
+
+    impl Select {
+        /// select(2) failed with EBADF: a watched fd was closed without
+        /// `delete`. Reports each closed one as ERROR, as poll reports
+        /// POLLNVAL, so that its owner learns it and the loop stops
+        /// watching it; one closed fd must not fail every wait. Returns
+        /// how many it reported.
+        fn report_closed(&mut self, events: &mut Events) -> usize {
+            let closed: Vec<RawFd> = self
+                .slots
+                .iter()
+                .filter(|(_, s)| !s.watched().is_empty())
+                .map(|(fd, _)| fd)
+                // SAFETY: F_GETFD only asks whether the number is open.
+                .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0)
+                .collect();
+            let mut n = 0;
+            for fd in closed {
+                if events.is_full() {
+                    break;
+                }
+                if let Some((token, ready)) = self.slots.accept(fd, None, crate::Ready::ERROR) {
+                    events.push(Event { token, fd, ready });
+                    n += 1;
+                }
+            }
+            n
         }
     }
 }

@@ -16,8 +16,11 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-/// Something that can interrupt a poller's wait.
-pub(crate) trait Wake: Send + Sync {
+/// Something that can interrupt a poller's wait: what a [`Waker`] calls.
+/// A backend of one's own implements it to build its
+/// [`Poller::waker`](crate::Poller::waker) with [`Waker::new`].
+pub trait Wake: Send + Sync {
+    /// Makes the poller's current or next wait return.
     fn wake(&self) -> io::Result<()>;
 }
 
@@ -28,7 +31,9 @@ pub struct Waker {
 }
 
 impl Waker {
-    pub(crate) fn new(inner: Arc<dyn Wake>) -> Waker {
+    /// A waker that calls `inner`: how a backend outside this crate gives
+    /// its [`Poller::waker`](crate::Poller::waker).
+    pub fn new(inner: Arc<dyn Wake>) -> Waker {
         Waker { inner }
     }
 

@@ -225,7 +225,7 @@ impl Anypoll {
         let mut el = EventLoop::new(b.create()?, None)?;
         let ring = Ring::new(w)?;
         for (i, rx) in ring.rx.iter().enumerate() {
-            el.cx().register(rx.as_raw_fd(), i, FdState::RECV_ACTIVE | FdState::STREAM)?;
+            el.cx().register(rx, i, FdState::RECV_ACTIVE | FdState::STREAM)?;
         }
         let next_tx = (0..w.n).map(|i| ring.tx[ring.next(i)].as_raw_fd()).collect();
         let mut h = RingHandler { next_tx, budget: Budget::new(w), buf: Box::new([0; BUF]), error: None };

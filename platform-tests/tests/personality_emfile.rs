@@ -69,7 +69,8 @@ fn personality_accept_emfile_pauses_without_spin() {
     let listener = anypoll::listener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 64, false).unwrap();
     let addr = listener.local_addr().unwrap();
     let lfd = listener.as_raw_fd();
-    el.cx().register(lfd, 0, FdState::RECV_ACTIVE).unwrap();
+    // SAFETY: the test keeps the fd open until it deregisters or closes it.
+    el.cx().register(unsafe { std::os::fd::BorrowedFd::borrow_raw(lfd) }, 0, FdState::RECV_ACTIVE).unwrap();
     let mut h = Acceptor { listener: lfd, conns: Vec::new(), batches: Vec::new(), calls: 0 };
     // The clients are queued in the backlog, their bytes sent, before any accept.
     let want: Vec<Vec<u8>> = (0..CLIENTS).map(|i| pattern(40 + i as u64, 3000 + i * 1000)).collect();

@@ -58,7 +58,7 @@ use anypoll::counters::Counters;
 use anypoll::listener::bind;
 use anypoll::stream::{Pools, Stream};
 use anypoll::timer::TimerId;
-use anypoll::EventLoop;
+use anypoll::{EventLoop, Signal};
 use check::Health;
 use config::RelayConfig;
 
@@ -195,7 +195,7 @@ pub fn start(cfg: RelayConfig, signals: bool) -> io::Result<RelayHandle> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let mut el = EventLoop::new(poller, None)?;
         if id == 0 && signals {
-            el.handle_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1])?;
+            el.handle_signals(&[Signal::Int, Signal::Term, Signal::Usr1])?;
         }
         shared.wakers.lock().expect("lock").push(el.cx().waker());
         loops.push((id, el, listeners, stats_listener));
@@ -275,7 +275,7 @@ pub(crate) struct Worker {
     /// [`Worker::accept`]).
     pub(crate) spare: Option<std::os::unix::net::UnixDatagram>,
     pub(crate) stopping: bool,
-    pub(crate) pending_signals: VecDeque<libc::c_int>,
+    pub(crate) pending_signals: VecDeque<Signal>,
 }
 
 /// A live stream and what the relay tracks of it.

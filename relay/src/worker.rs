@@ -3,14 +3,13 @@
 //! graceful stop.
 
 use std::io;
-use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anypoll::connection::ConnError;
 use anypoll::stream::Outcome;
 use anypoll::timer::TimerId;
-use anypoll::{Ctx, FdState, Handler, IoEvent};
+use anypoll::{Ctx, FdState, Handler, IoEvent, Signal};
 
 use crate::accept::spare_fd;
 use crate::config::CheckKind;
@@ -23,10 +22,10 @@ impl Worker {
             self.spare = Some(spare_fd()?);
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            cx.register(l.as_raw_fd(), Owner::Listener(i).encode(), FdState::RECV_ACTIVE | FdState::RECV_READY)?;
+            cx.register(l, Owner::Listener(i).encode(), FdState::RECV_ACTIVE | FdState::RECV_READY)?;
         }
         if let Some(l) = &self.stats_listener {
-            cx.register(l.as_raw_fd(), Owner::StatsListener.encode(), FdState::RECV_ACTIVE)?;
+            cx.register(l, Owner::StatsListener.encode(), FdState::RECV_ACTIVE)?;
         }
         if self.id == 0 && self.shared.cfg.check != CheckKind::None {
             for i in 0..self.checks.len() {
@@ -54,11 +53,10 @@ impl Worker {
             self.shared.cfg.grace
         );
         for l in self.listeners.drain(..) {
-            let fd = l.into_raw_fd();
-            let _ = cx.close(fd);
+            let _ = cx.close(l.into());
         }
         if let Some(l) = self.stats_listener.take() {
-            let _ = cx.close(l.into_raw_fd());
+            let _ = cx.close(l.into());
         }
         for i in 0..self.checks.len() {
             if let Some(mut conn) = self.checks[i].conn.take() {
@@ -117,11 +115,11 @@ impl Handler for Worker {
         }
     }
 
-    fn signal(&mut self, cx: &mut Ctx, signal: libc::c_int) {
+    fn signal(&mut self, cx: &mut Ctx, signal: Signal) {
         self.pending_signals.push_back(signal);
         while let Some(sig) = self.pending_signals.pop_front() {
             match sig {
-                libc::SIGUSR1 => {
+                Signal::Usr1 => {
                     self.publish(cx);
                     log::warn!("counters:\n{}", self.shared.render());
                 }
