@@ -17,6 +17,8 @@
 //! * [`listener`]: accepting in bounded batches, pausing on EMFILE.
 //! * [`connection`], [`raw_sock`], [`stream`]: a connection that owns its
 //!   socket, the plain-socket transport, and two-way forwarding.
+//! * [`transport`]: the [`Transport`](transport::Transport) seam (HAProxy's
+//!   `xprt_ops`), which [`RawSock`](transport::RawSock) fills in.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -39,6 +41,7 @@ pub mod sockops;
 pub mod stream;
 pub mod sys;
 pub mod timer;
+pub mod transport;
 
 pub use counters::Counters;
 pub use error::{os_error, LoopError};
