@@ -18,7 +18,7 @@
 //! from the socket: a short read there means the socket is drained, and
 //! the loop may stop polling until the next readiness report.
 //!
-//! A transport that **hides** readiness ([`Transport::HIDES_READINESS`]:
+//! A transport that **hides** readiness ([`Transport::hides_readiness`]:
 //! TLS) buffers what it read from the socket (records, decrypted
 //! plaintext). The socket may look idle while the transport still holds
 //! bytes for its owner, so:
@@ -33,7 +33,7 @@
 //! # Splice
 //!
 //! [`rcv_pipe`](Transport::rcv_pipe)/[`snd_pipe`](Transport::snd_pipe) are an
-//! optional capability ([`Transport::SPLICE`]). A transport without it
+//! optional capability ([`Transport::can_splice`]). A transport without it
 //! keeps the default methods, which set `NO_SPLICE` on the connection and
 //! move nothing: the data layer then falls back to buffers by itself.
 
@@ -53,13 +53,19 @@ use crate::Ctx;
 /// session); [`RawSock`] has none and is zero-sized.
 pub trait Transport {
     /// A short name for logs: `"raw_sock"`, `"tls"`.
-    const NAME: &'static str;
+    fn name(&self) -> &'static str;
+
     /// Whether the transport hides the fd's readiness (it buffers bytes
-    /// read from the socket). True for TLS, false for raw_sock.
-    const HIDES_READINESS: bool;
+    /// read from the socket). True for TLS, false for raw_sock. A method,
+    /// not a constant, so that an enum of transports chosen at run time
+    /// (plain or TLS per listener) can answer per connection.
+    fn hides_readiness(&self) -> bool;
+
     /// Whether [`rcv_pipe`](Transport::rcv_pipe)/[`snd_pipe`](Transport::snd_pipe)
     /// can move bytes (splice). False by default.
-    const SPLICE: bool = false;
+    fn can_splice(&self) -> bool {
+        false
+    }
 
     /// Initialises the transport, after the control layer
     /// ([`Connection::ctrl_init`]). Returns false if it was already
@@ -154,9 +160,20 @@ pub trait Transport {
 pub struct RawSock;
 
 impl Transport for RawSock {
-    const NAME: &'static str = "raw_sock";
-    const HIDES_READINESS: bool = false;
-    const SPLICE: bool = cfg!(any(target_os = "linux", target_os = "android"));
+    #[inline]
+    fn name(&self) -> &'static str {
+        "raw_sock"
+    }
+
+    #[inline]
+    fn hides_readiness(&self) -> bool {
+        false
+    }
+
+    #[inline]
+    fn can_splice(&self) -> bool {
+        cfg!(any(target_os = "linux", target_os = "android"))
+    }
 
     #[inline]
     fn rcv_buf<S: SockOps, P: Poller>(
