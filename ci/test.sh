@@ -9,6 +9,8 @@
 #   2. cargo clippy --workspace --all-targets -D warnings
 #   3. cargo test --workspace (unit tests, doc tests, the conformance matrix)
 #   4. cargo doc, warnings denied
+#      packaging: cargo package for the published crates, their file lists,
+#      and ci/msrv-check.py (rust-version true for the locked dependency tree)
 #   5. the demo, short (README's main command)
 #   6. ci/soak.sh --duration 20: the relay under chaos, 2,000 connections (Linux: it reads /proc)
 #   7. ci/cross-check.sh: every backend type-checked for the BSDs, macOS, illumos (Linux hosts only)
@@ -37,6 +39,21 @@ cargo test --workspace
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+step "packaging"
+# The published crates package without CI scripts, workflows or bench
+# output, and each one's rust-version is true for its locked normal tree.
+published=(anypoll-backends anypoll anypoll-relay)
+pkg_args=()
+for p in "${published[@]}"; do pkg_args+=(-p "$p"); done
+cargo package --no-verify --allow-dirty -q "${pkg_args[@]}"
+for p in "${published[@]}"; do
+    if cargo package --list --allow-dirty -q -p "$p" | grep -E '^(ci/|\.ci/|\.github/|fuzz/)|\.svg$'; then
+        echo "packaging: $p's package holds files that are not the crate's (above)" >&2
+        exit 1
+    fi
+done
+python3 ci/msrv-check.py
 
 step "demo (short)"
 cargo run --release -q -- demo --quick
