@@ -294,6 +294,14 @@ impl<P: Poller> Ctx<P> {
     pub fn fd_count(&self) -> usize {
         self.fds.len()
     }
+    /// The backend's fd limit (the `FD_LIMIT` capability): it watches fds
+    /// below this number only (select: `FD_SETSIZE`); `None` when any fd
+    /// fits. Like RLIMIT_NOFILE, it is a capacity: a listener should not
+    /// accept a connection whose fds would not fit (see
+    /// [`listener`](crate::listener)).
+    pub fn fd_limit(&self) -> Option<RawFd> {
+        self.poller.fd_limit()
+    }
 
     /// Registers `fd` for `owner` with an initial `state`, usually some of
     /// `RECV_ACTIVE`, `SEND_ACTIVE`, and `SEND_READY` for a connected socket

@@ -1,0 +1,161 @@
+//! On a backend with an fd limit (select's FD_SETSIZE), a listener with
+//! more clients queued than there are fd numbers below the limit accepts
+//! only as many as fit, leaves the others queued, logs once, does not
+//! spin, and accepts the rest once numbers are free again; no accepted fd
+//! is one the backend cannot watch.
+//!
+//! One test in this binary: it takes almost every fd number below 1024,
+//! which the other tests of a binary (threads of one process) would feel.
+
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anypoll::listener::{self, BatchEnd};
+use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent};
+
+const CLIENTS: usize = 12;
+/// Free numbers left below the limit: fewer than the clients.
+const ROOM: usize = 5;
+/// Iterations allowed in 1 s while paused: a retry every 100 ms (about
+/// 10), plus the idle waits.
+const MAX_PAUSED_ITERATIONS: u64 = 25;
+
+/// Counts the listener's pause warnings.
+struct Counting {
+    warnings: AtomicUsize,
+}
+
+impl log::Log for Counting {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Info
+    }
+    fn log(&self, r: &log::Record) {
+        let msg = r.args().to_string();
+        if r.level() == log::Level::Warn && msg.contains("pausing accepts") {
+            self.warnings.fetch_add(1, Ordering::SeqCst);
+        }
+        println!("  log {}: {msg}", r.level());
+    }
+    fn flush(&self) {}
+}
+
+static LOG: Counting = Counting { warnings: AtomicUsize::new(0) };
+
+#[derive(Default)]
+struct Acceptor {
+    batches: Vec<(usize, BatchEnd)>,
+    accepted: Vec<(OwnedFd, SocketAddr)>,
+}
+
+impl Handler for Acceptor {
+    fn io(&mut self, cx: &mut Ctx, ev: IoEvent) {
+        let accepted = &mut self.accepted;
+        let (n, end) = listener::accept_batch(cx, ev.fd, 16, |_, sock, peer| accepted.push((sock, peer)));
+        self.batches.push((n, end));
+    }
+}
+
+fn open_below(limit: RawFd) -> usize {
+    // SAFETY: F_GETFD on any number is harmless; it fails with EBADF if closed.
+    (0..limit).filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).count()
+}
+
+/// Takes free fd numbers (dups of `file`) until only `room` are left below
+/// `limit`.
+fn fill(file: &std::fs::File, limit: RawFd, room: usize) -> Vec<OwnedFd> {
+    let mut fillers = Vec::new();
+    while (limit as usize) - open_below(limit) > room {
+        // SAFETY: dup of an fd we own; the result is checked.
+        let fd = unsafe { libc::dup(file.as_raw_fd()) };
+        assert!(fd >= 0, "dup: {}", std::io::Error::last_os_error());
+        // SAFETY: dup returned a new fd that nobody else owns.
+        fillers.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    fillers
+}
+
+/// RLIMIT_NOFILE's soft limit raised to `want` (so that accept itself
+/// would hand out fds past select's limit); `Err` is the reason to skip.
+fn raise_nofile(want: libc::rlim_t) -> Result<(), String> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `r` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
+    }
+    if r.rlim_max < want {
+        return Err(format!("RLIMIT_NOFILE hard limit {} is below {want}", r.rlim_max));
+    }
+    if r.rlim_cur < want {
+        r.rlim_cur = want;
+        // SAFETY: `r` is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
+            return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the loop for `d`, or until `done`.
+fn run_for(el: &mut EventLoop, h: &mut Acceptor, d: Duration, done: impl Fn(&Acceptor) -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < d && !done(h) {
+        el.run_once(h, Some(Duration::from_millis(200))).unwrap();
+    }
+}
+
+#[test]
+fn select_accepts_only_what_fits_logs_once_never_spins_and_resumes() {
+    log::set_logger(&LOG).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    let mut el = match EventLoop::with_backend("select") {
+        Ok(el) => el,
+        Err(e) => return println!("SKIPPED: no select backend here: {e}"),
+    };
+    let limit = el.cx().fd_limit().expect("select has an fd limit");
+    if let Err(why) = raise_nofile(limit as libc::rlim_t + 256) {
+        return println!("SKIPPED: {why}");
+    }
+    let l = listener::bind("127.0.0.1:0".parse().unwrap(), 64, false).unwrap();
+    let addr = l.local_addr().unwrap();
+    el.cx().register(&l, 0, FdState::RECV_ACTIVE).unwrap();
+    let mut h = Acceptor::default();
+    el.run_once(&mut h, Some(Duration::ZERO)).unwrap();
+    // The clients exist before the numbers are taken (their sockets would
+    // take the room otherwise); each connect is queued for accept().
+    let clients: Vec<TcpStream> = (0..CLIENTS).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    let mut fillers = fill(&devnull, limit, ROOM);
+
+    // Room for ROOM: those are accepted, the others wait, with one
+    // warning and a bounded number of iterations.
+    let c0 = *el.cx().counters();
+    run_for(&mut el, &mut h, Duration::from_secs(1), |_| false);
+    let paused = el.cx().counters().since(&c0);
+    let warnings = LOG.warnings.load(Ordering::SeqCst);
+    let high = h.accepted.iter().map(|(s, _)| s.as_raw_fd()).max();
+    println!("room {ROOM} below {limit}: accepted {} (highest fd {high:?}); {paused}", h.accepted.len());
+    assert!(high.is_none_or(|fd| fd < limit), "accepted fd {high:?}, which select cannot watch");
+    assert_eq!(h.accepted.len(), ROOM, "accepted what fits below {limit}, no more: {:?}", h.batches);
+    assert!(h.batches.iter().any(|(_, e)| *e == BatchEnd::Paused), "never paused: {:?}", h.batches);
+    assert_eq!(warnings, 1, "one episode, one warning; got {warnings}");
+    assert!(paused.iterations <= MAX_PAUSED_ITERATIONS, "the loop spun at the fd limit: {paused}");
+    assert!(paused.accepts <= ROOM as u64 + 1, "accept() was tried past the limit: {paused}");
+
+    // Numbers free again: the waiting clients are accepted, still below.
+    fillers.truncate(fillers.len().saturating_sub(CLIENTS - ROOM));
+    let start = Instant::now();
+    run_for(&mut el, &mut h, Duration::from_secs(3), |h| h.accepted.len() == CLIENTS);
+    let resumed = start.elapsed();
+    assert_eq!(h.accepted.len(), CLIENTS, "after numbers were freed: {:?}", h.batches);
+    assert!(h.accepted.iter().all(|(s, _)| s.as_raw_fd() < limit), "an accepted fd is past {limit}");
+    let mut peers: Vec<SocketAddr> = h.accepted.iter().map(|(_, p)| *p).collect();
+    peers.sort();
+    peers.dedup();
+    assert_eq!(peers.len(), CLIENTS, "each connection is accepted once");
+    assert_eq!(LOG.warnings.load(Ordering::SeqCst), 1, "the episode logged again");
+    println!("resumed in {} ms", resumed.as_millis());
+    drop(fillers);
+    drop(clients);
+}
