@@ -18,8 +18,9 @@
 //! [`accept_batch`] first asks where the next fd would land
 //! ([`next_fd_fits`]: fd numbers are allocated lowest-free-first, so the
 //! next one is the lowest free number) and, when it would not fit, leaves
-//! the client queued and pauses exactly as on EMFILE (one warning per
-//! episode, a retry every [`EMFILE_PAUSE`], no spin). An owner that opens
+//! the client queued and pauses as on EMFILE (one warning per episode, a
+//! retry every [`EMFILE_PAUSE`], no spin), and resumes at once when the
+//! loop deregisters an fd (a connection closes). An owner that opens
 //! more fds per connection (a relay's server socket) holds them in
 //! advance, below the limit, before it accepts: held fds are taken
 //! numbers, so the probe then answers for the accepted fd alone.
@@ -189,7 +190,10 @@ pub fn pause_out_of_fds<P: Poller>(cx: &mut Ctx<P>, fd: RawFd, why: &dyn std::fm
 /// log. One poll(2) of `fd`, which has no fd-number limit, tells: with no
 /// client queued, READY is cleared as by an EAGAIN and the batch ends
 /// [`Drained`](BatchEnd::Drained) (the next client wakes the listener,
-/// which then pauses); otherwise the listener pauses and logs as on EMFILE.
+/// which then pauses); otherwise the listener pauses and logs as on EMFILE,
+/// and it looks again at the end of the pause or as soon as the loop
+/// deregisters an fd (a connection closing frees a number), whichever
+/// comes first.
 pub fn pause_unless_drained<P: Poller>(cx: &mut Ctx<P>, fd: RawFd, why: &dyn std::fmt::Display) -> BatchEnd {
     let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one pollfd, a live local, and a zero timeout.
@@ -199,8 +203,10 @@ pub fn pause_unless_drained<P: Poller>(cx: &mut Ctx<P>, fd: RawFd, why: &dyn std
         cx.would_block(fd, FdState::RECV_READY);
         return BatchEnd::Drained;
     }
-    // Readable, or poll failed: assume a client waits.
+    // Readable, or poll failed: assume a client waits, until the pause
+    // ends or the loop deregisters an fd, whichever comes first.
     pause_out_of_fds(cx, fd, why);
+    cx.wait_for_room(fd);
     BatchEnd::Paused
 }
 
