@@ -7,13 +7,15 @@
 //! One test in this binary: it takes almost every fd number below 1024,
 //! which the other tests of a binary (threads of one process) would feel.
 
+mod common;
+
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anypoll::listener::{self, BatchEnd};
-use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent};
+use anypoll::{EventLoop, FdState};
+use common::{Acceptor, PauseLog, PAUSE_LOG};
 
 const CLIENTS: usize = 12;
 /// Free numbers left below the limit: fewer than the clients.
@@ -21,47 +23,6 @@ const ROOM: usize = 5;
 /// Iterations allowed in 1 s while paused: a retry every 100 ms (about
 /// 10), plus the idle waits.
 const MAX_PAUSED_ITERATIONS: u64 = 25;
-
-/// Counts the listener's pause warnings.
-struct Counting {
-    warnings: AtomicUsize,
-}
-
-impl log::Log for Counting {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Info
-    }
-    fn log(&self, r: &log::Record) {
-        let msg = r.args().to_string();
-        if r.level() == log::Level::Warn && msg.contains("pausing accepts") {
-            self.warnings.fetch_add(1, Ordering::SeqCst);
-        }
-        println!("  log {}: {msg}", r.level());
-    }
-    fn flush(&self) {}
-}
-
-static LOG: Counting = Counting { warnings: AtomicUsize::new(0) };
-
-#[derive(Default)]
-struct Acceptor {
-    batches: Vec<(usize, BatchEnd)>,
-    accepted: Vec<(OwnedFd, SocketAddr)>,
-}
-
-impl Handler for Acceptor {
-    fn io(&mut self, cx: &mut Ctx, ev: IoEvent) {
-        let accepted = &mut self.accepted;
-        let (n, end) = listener::accept_batch(cx, ev.fd, 16, |cx, sock, peer| {
-            // Registered as a server would (no interest: the test only
-            // closes them); one past the limit fails here, and the
-            // assertions on the accepted fds catch it.
-            let _ = cx.register(&sock, 1, FdState::empty());
-            accepted.push((sock, peer));
-        });
-        self.batches.push((n, end));
-    }
-}
 
 fn open_below(limit: RawFd) -> usize {
     // SAFETY: F_GETFD on any number is harmless; it fails with EBADF if closed.
@@ -113,8 +74,7 @@ fn run_for(el: &mut EventLoop, h: &mut Acceptor, d: Duration, done: impl Fn(&Acc
 
 #[test]
 fn select_accepts_only_what_fits_logs_once_never_spins_and_resumes() {
-    log::set_logger(&LOG).unwrap();
-    log::set_max_level(log::LevelFilter::Info);
+    PauseLog::install();
     let mut el = match EventLoop::with_backend("select") {
         Ok(el) => el,
         Err(e) => return println!("SKIPPED: no select backend here: {e}"),
@@ -126,7 +86,7 @@ fn select_accepts_only_what_fits_logs_once_never_spins_and_resumes() {
     let l = listener::bind("127.0.0.1:0".parse().unwrap(), 64, false).unwrap();
     let addr = l.local_addr().unwrap();
     el.cx().register(&l, 0, FdState::RECV_ACTIVE).unwrap();
-    let mut h = Acceptor::default();
+    let mut h = Acceptor { register: true, ..Acceptor::default() };
     el.run_once(&mut h, Some(Duration::ZERO)).unwrap();
     // The clients exist before the numbers are taken (their sockets would
     // take the room otherwise); each connect is queued for accept().
@@ -139,7 +99,7 @@ fn select_accepts_only_what_fits_logs_once_never_spins_and_resumes() {
     let c0 = *el.cx().counters();
     run_for(&mut el, &mut h, Duration::from_secs(1), |_| false);
     let paused = el.cx().counters().since(&c0);
-    let warnings = LOG.warnings.load(Ordering::SeqCst);
+    let warnings = PAUSE_LOG.warnings();
     let high = h.accepted.iter().map(|(s, _)| s.as_raw_fd()).max();
     println!("room {ROOM} below {limit}: accepted {} (highest fd {high:?}); {paused}", h.accepted.len());
     assert!(high.is_none_or(|fd| fd < limit), "accepted fd {high:?}, which select cannot watch");
@@ -173,7 +133,7 @@ fn select_accepts_only_what_fits_logs_once_never_spins_and_resumes() {
     peers.sort();
     peers.dedup();
     assert_eq!(peers.len(), CLIENTS, "each connection is accepted once");
-    assert_eq!(LOG.warnings.load(Ordering::SeqCst), 1, "the episode logged again");
+    assert_eq!(PAUSE_LOG.warnings(), 1, "the episode logged again");
     println!("resumed in {} µs", resumed.as_micros());
     drop(fillers);
     drop(clients);
