@@ -183,6 +183,10 @@ pub struct Ctx<P: Poller = AnyPoller> {
     now: Instant,
     /// A listener paused for EMFILE/ENFILE logs once per episode.
     pub(crate) emfile_logged: bool,
+    /// Listeners (fd, generation) paused at the backend's fd limit: the
+    /// next deregistration may have freed a number below it, so they are
+    /// resumed then, not only when their pause ends.
+    pub(crate) waiting_for_room: Vec<(RawFd, u32)>,
     /// Work queued by [`LoopHandle`]s.
     inbox: handle::Shared<P>,
     /// Connections dropped while registered leave their sockets here.
@@ -294,6 +298,14 @@ impl<P: Poller> Ctx<P> {
     pub fn fd_count(&self) -> usize {
         self.fds.len()
     }
+    /// The backend's fd limit (the `FD_LIMIT` capability): it watches fds
+    /// below this number only (select: `FD_SETSIZE`); `None` when any fd
+    /// fits. Like RLIMIT_NOFILE, it is a capacity: a listener should not
+    /// accept a connection whose fds would not fit (see
+    /// [`listener`](crate::listener)).
+    pub fn fd_limit(&self) -> Option<RawFd> {
+        self.poller.fd_limit()
+    }
 
     /// Registers `fd` for `owner` with an initial `state`, usually some of
     /// `RECV_ACTIVE`, `SEND_ACTIVE`, and `SEND_READY` for a connected socket
@@ -371,11 +383,40 @@ impl<P: Poller> Ctx<P> {
             error::new("deregister", Some(fd), backend, io::ErrorKind::NotFound, "not registered with the loop")
         })?;
         self.errors.remove(&fd);
+        // Its number is about to be free: listeners waiting for room below
+        // the backend's fd limit look again (once each; one that still
+        // finds none pauses again, silently).
+        for (l, gen) in std::mem::take(&mut self.waiting_for_room) {
+            self.resume(l, gen);
+        }
         if e.polled.is_some() {
             self.counters.ctl += 1;
             self.poller.delete(fd).map_err(|err| error::wrap("deregister", Some(fd), backend, err))?;
         }
         Ok(())
+    }
+
+    /// Ends the pause of `fd` (its [`pause_recv`](Ctx::pause_recv) timer,
+    /// or a deregistration for a listener waiting for room), if it is still
+    /// the registration (`gen`) that was paused.
+    fn resume(&mut self, fd: RawFd, gen: u32) {
+        if self.fds.get(fd).is_some_and(|e| e.gen == gen) {
+            // Not the end of an out-of-fds episode (accept_batch ends it
+            // when an accept succeeds), so no new warning.
+            log::debug!("fd {fd}: resuming after a pause");
+            self.want_recv(fd);
+            self.may_recv(fd);
+        }
+    }
+
+    /// Marks listener `fd`, just paused, as waiting for room below the fd
+    /// limit: the next deregistration resumes it.
+    pub(crate) fn wait_for_room(&mut self, fd: RawFd) {
+        if let Some(gen) = self.fds.get(fd).map(|e| e.gen) {
+            if !self.waiting_for_room.contains(&(fd, gen)) {
+                self.waiting_for_room.push((fd, gen));
+            }
+        }
     }
 
     /// Deregisters and closes `fd`, which the caller hands over.
@@ -1015,6 +1056,7 @@ impl<P: Poller> EventLoop<P> {
                 stop: false,
                 now: Instant::now(),
                 emfile_logged: false,
+                waiting_for_room: Vec::new(),
                 inbox: handle::shared(),
                 graveyard: Arc::default(),
             },
@@ -1135,13 +1177,7 @@ impl<P: Poller> EventLoop<P> {
             match kind {
                 TimerKind::User(data) => handler.timer(&mut self.cx, id, data),
                 TimerKind::Resume(fd, gen) => {
-                    if self.cx.fds.get(fd).is_some_and(|e| e.gen == gen) {
-                        // Not the end of an EMFILE episode (accept_batch
-                        // ends it when an accept succeeds), so no new warning.
-                        log::debug!("fd {fd}: resuming after a pause");
-                        self.cx.want_recv(fd);
-                        self.cx.may_recv(fd);
-                    }
+                    self.cx.resume(fd, gen);
                 }
             }
         }

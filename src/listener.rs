@@ -10,6 +10,20 @@
 //! and again. Instead the listener is paused ([`Ctx::pause_recv`]) for
 //! [`EMFILE_PAUSE`], a warning is logged once per episode, and it resumes by
 //! itself.
+//!
+//! A backend's fd limit ([`Ctx::fd_limit`], select's `FD_SETSIZE`) is the
+//! same kind of capacity, except that the kernel does not enforce it:
+//! accept() happily returns fd 1024, which select then cannot watch, and
+//! the client would be accepted only to be dropped. So, on such a backend,
+//! [`accept_batch`] first asks where the next fd would land
+//! ([`next_fd_fits`]: fd numbers are allocated lowest-free-first, so the
+//! next one is the lowest free number) and, when it would not fit, leaves
+//! the client queued and pauses as on EMFILE (one warning per episode, a
+//! retry every [`EMFILE_PAUSE`], no spin), and resumes at once when the
+//! loop deregisters an fd (a connection closes). An owner that opens
+//! more fds per connection (a relay's server socket) holds them in
+//! advance, below the limit, before it accepts: held fds are taken
+//! numbers, so the probe then answers for the accepted fd alone.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,7 +32,7 @@ use std::time::Duration;
 
 use anypoll_backends::Poller;
 
-use crate::Ctx;
+use crate::{Ctx, FdState};
 
 /// How long a listener rests after EMFILE/ENFILE.
 pub const EMFILE_PAUSE: Duration = Duration::from_millis(100);
@@ -85,6 +99,18 @@ pub fn accept_batch<P: Poller>(
 ) -> (usize, BatchEnd) {
     let mut n = 0;
     while n < max {
+        if let Some(limit) = cx.fd_limit() {
+            cx.counters_mut().other += 2; // the probe's dup and close
+                                          // A probe that fails (EMFILE, say) is left to accept() itself,
+                                          // which fails alike and takes the paths below.
+            if let Ok(false) = next_fd_fits(fd, limit) {
+                let why = format_args!(
+                    "the next connection's fd would not fit the {} backend (it watches fds below {limit})",
+                    cx.backend()
+                );
+                return (n, pause_unless_drained(cx, fd, &why));
+            }
+        }
         match cx.accept(fd) {
             Ok(Some((sock, peer))) => {
                 // An accept that works ends an EMFILE episode: the next one logs again.
@@ -109,6 +135,36 @@ pub fn accept_batch<P: Poller>(
     (n, BatchEnd::Budget)
 }
 
+/// Whether the next fd this process opens gets a number below `limit`.
+///
+/// POSIX allocates the lowest free fd number, so the answer is the lowest
+/// free number, found with one `fcntl(F_DUPFD_CLOEXEC)` of `fd` (any open
+/// fd) and closed at once: two syscalls. The answer holds until another
+/// fd is opened; in one thread nothing runs between the probe and the
+/// accept that follows it, but another thread of the process may open an
+/// fd in between (a multi-threaded owner keeps some headroom below the
+/// limit, as the relay's maxconn does). An fd the caller holds in advance
+/// for the same connection is a taken number, so the probe counts past it.
+///
+/// # Errors
+/// The dup's OS error, errno kept: EMFILE/ENFILE when the process is out of
+/// fds altogether ([`is_out_of_fds`]).
+pub fn next_fd_fits(fd: RawFd, limit: RawFd) -> io::Result<bool> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC only reads `fd` (a bad fd gives EBADF) and
+    // returns a new fd or -1; it takes no pointer.
+    let probe = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if probe < 0 {
+        // The bare OS error, so that is_out_of_fds sees its errno; the
+        // callers' messages name the listener.
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `probe` is the new fd fcntl just returned; nobody else owns
+    // it, and dropping it closes it.
+    drop(unsafe { OwnedFd::from_raw_fd(probe) });
+    Ok(probe < limit)
+}
+
 /// Whether `e` says the process or the system is out of fds (EMFILE,
 /// ENFILE).
 pub fn is_out_of_fds(e: &io::Error) -> bool {
@@ -126,6 +182,32 @@ pub fn pause_out_of_fds<P: Poller>(cx: &mut Ctx<P>, fd: RawFd, why: &dyn std::fm
         cx.emfile_logged = true;
     }
     cx.pause_recv(fd, EMFILE_PAUSE);
+}
+
+/// [`pause_out_of_fds`] for a listener that is out of room *before* it
+/// tried accept() (a backend's fd limit): the queue may as well be empty
+/// (the last client was just taken), and an empty queue is no episode to
+/// log. One poll(2) of `fd`, which has no fd-number limit, tells: with no
+/// client queued, READY is cleared as by an EAGAIN and the batch ends
+/// [`Drained`](BatchEnd::Drained) (the next client wakes the listener,
+/// which then pauses); otherwise the listener pauses and logs as on EMFILE,
+/// and it looks again at the end of the pause or as soon as the loop
+/// deregisters an fd (a connection closing frees a number), whichever
+/// comes first.
+pub fn pause_unless_drained<P: Poller>(cx: &mut Ctx<P>, fd: RawFd, why: &dyn std::fmt::Display) -> BatchEnd {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd, a live local, and a zero timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    cx.counters_mut().other += 1;
+    if r == 0 {
+        cx.would_block(fd, FdState::RECV_READY);
+        return BatchEnd::Drained;
+    }
+    // Readable, or poll failed: assume a client waits, until the pause
+    // ends or the loop deregisters an fd, whichever comes first.
+    pause_out_of_fds(cx, fd, why);
+    cx.wait_for_room(fd);
+    BatchEnd::Paused
 }
 
 /// Creates a non-blocking listening TCP socket on `addr` with SO_REUSEADDR

@@ -9,52 +9,16 @@ mod common;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anypoll::listener::{self, BatchEnd};
-use anypoll::{Ctx, FdState, Handler, IoEvent};
-use common::{run_matrix, Combo};
+use anypoll::FdState;
+use common::{run_matrix, Acceptor, Combo, PauseLog, PAUSE_LOG};
 
 const CLIENTS: usize = 5;
 /// Iterations allowed in 1 s while paused: the listener rests 100 ms
 /// between attempts (about 10), plus the idle waits.
 const MAX_PAUSED_ITERATIONS: u64 = 25;
-
-/// Counts the listener's EMFILE warnings.
-struct Counting {
-    warnings: AtomicUsize,
-}
-
-impl log::Log for Counting {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Info
-    }
-    fn log(&self, r: &log::Record) {
-        let msg = r.args().to_string();
-        if r.level() == log::Level::Warn && msg.contains("pausing accepts") {
-            self.warnings.fetch_add(1, Ordering::SeqCst);
-        }
-        println!("  log {}: {msg}", r.level());
-    }
-    fn flush(&self) {}
-}
-
-static LOG: Counting = Counting { warnings: AtomicUsize::new(0) };
-
-#[derive(Default)]
-struct Acceptor {
-    batches: Vec<(usize, BatchEnd)>,
-    accepted: Vec<(OwnedFd, SocketAddr)>,
-}
-
-impl Handler for Acceptor {
-    fn io(&mut self, cx: &mut Ctx, ev: IoEvent) {
-        let accepted = &mut self.accepted;
-        let (n, end) = listener::accept_batch(cx, ev.fd, 16, |_, sock, peer| accepted.push((sock, peer)));
-        self.batches.push((n, end));
-    }
-}
 
 fn getrlimit() -> libc::rlimit {
     let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -139,14 +103,14 @@ fn emfile(c: Combo) -> String {
     }
 
     // Out of fds: at most a handful of iterations and accept attempts in 1 s.
-    let warnings0 = LOG.warnings.load(Ordering::SeqCst);
+    let warnings0 = PAUSE_LOG.warnings();
     let c0 = *el.cx().counters();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(1) {
         el.run_once(&mut h, Some(Duration::from_millis(200))).unwrap();
     }
     let paused = el.cx().counters().since(&c0);
-    let warnings = LOG.warnings.load(Ordering::SeqCst) - warnings0;
+    let warnings = PAUSE_LOG.warnings() - warnings0;
     assert!(h.accepted.is_empty(), "accepted while out of fds?");
     assert!(h.batches.iter().any(|(_, e)| *e == BatchEnd::Paused), "never paused: {:?}", h.batches);
     assert!(h.batches.iter().all(|(_, e)| *e == BatchEnd::Paused), "{:?}", h.batches);
@@ -177,7 +141,7 @@ fn emfile(c: Combo) -> String {
     while start.elapsed() < Duration::from_millis(350) {
         el.run_once(&mut h, Some(Duration::from_millis(200))).unwrap();
     }
-    let warnings2 = LOG.warnings.load(Ordering::SeqCst) - warnings0 - warnings;
+    let warnings2 = PAUSE_LOG.warnings() - warnings0 - warnings;
     assert_eq!(warnings2, 1, "a second EMFILE episode must log once, it logged {warnings2} times");
     drop(fillers);
     let start = Instant::now();
@@ -199,7 +163,6 @@ fn emfile(c: Combo) -> String {
 
 #[test]
 fn emfile_pauses_the_listener_logs_once_never_spins_and_recovers() {
-    log::set_logger(&LOG).unwrap();
-    log::set_max_level(log::LevelFilter::Info);
+    PauseLog::install();
     run_matrix("emfile", &common::combos("emfile"), emfile);
 }

@@ -2,10 +2,11 @@
 //! interval, for `check = "http:/path"` a request and its status line, and
 //! the verdict recorded in the server's shared state.
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 
 use anypoll::connection::{ConnectStatus, Connection};
-use anypoll::listener::is_out_of_fds;
+use anypoll::listener::{is_out_of_fds, next_fd_fits};
 use anypoll::sockops::Real;
 use anypoll::{Ctx, FdState, Io};
 
@@ -22,6 +23,13 @@ impl Worker {
             return;
         }
         let addr = self.shared.servers[i].addr;
+        // Nor does a socket the backend could not watch: on select, with
+        // every number below FD_SETSIZE taken, skip this check too.
+        if let (Some(limit), Some(l)) = (cx.fd_limit(), self.listeners.first()) {
+            if !next_fd_fits(l.as_raw_fd(), limit).unwrap_or(false) {
+                return log::debug!("server {addr}: check skipped: no fd below {limit} for it");
+            }
+        }
         let mut conn = match Connection::connect(addr) {
             Ok(c) => c,
             // Out of fds says nothing of the server: marking it down would

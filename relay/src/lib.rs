@@ -152,21 +152,13 @@ pub fn start(cfg: RelayConfig, signals: bool) -> io::Result<RelayHandle> {
         })
         .collect();
     let threads = cfg.threads;
-    let shared = Arc::new(Shared {
-        servers,
-        active: AtomicUsize::new(0),
-        stopping: AtomicBool::new(false),
-        stats: Mutex::new(vec![WorkerStats::default(); threads]),
-        wakers: Mutex::new(Vec::new()),
-        bound: Mutex::new(Vec::new()),
-        stats_bound: Mutex::new(None),
-        cfg,
-    });
+    let mut cfg = cfg;
     let mut workers = Vec::new();
     // Bind everything first, so an address in use is an error right away.
     // Thread 0 binds the requested addresses; with port 0, the others bind
     // the port the first one got, so all threads share each address.
-    let mut addrs = shared.cfg.listen.clone();
+    let mut addrs = cfg.listen.clone();
+    let mut stats_bound = None;
     for id in 0..threads {
         let mut listeners = Vec::new();
         for a in addrs.iter_mut() {
@@ -175,20 +167,20 @@ pub fn start(cfg: RelayConfig, signals: bool) -> io::Result<RelayHandle> {
             *a = l.local_addr()?;
             listeners.push(l);
         }
-        let stats_listener = match (id, shared.cfg.stats) {
+        let stats_listener = match (id, cfg.stats) {
             (0, Some(a)) => {
                 let l = bind(a, 64, false).map_err(|e| io::Error::new(e.kind(), format!("stats {a}: {e}")))?;
-                *shared.stats_bound.lock().expect("lock") = Some(l.local_addr()?);
+                stats_bound = Some(l.local_addr()?);
                 Some(l)
             }
             _ => None,
         };
         workers.push((listeners, stats_listener));
     }
-    *shared.bound.lock().expect("lock") = addrs;
     let mut loops = Vec::new();
+    let mut wakers = Vec::new();
     for (id, (listeners, stats_listener)) in workers.into_iter().enumerate() {
-        let poller = match &shared.cfg.poller {
+        let poller = match &cfg.poller {
             Some(name) => registry::create(name, registry::Source::Flag),
             None => registry::choose(None, None).map(|(p, _)| p),
         }
@@ -197,9 +189,35 @@ pub fn start(cfg: RelayConfig, signals: bool) -> io::Result<RelayHandle> {
         if id == 0 && signals {
             el.handle_signals(&[Signal::Int, Signal::Term, Signal::Usr1])?;
         }
-        shared.wakers.lock().expect("lock").push(el.cx().waker());
+        wakers.push(el.cx().waker());
         loops.push((id, el, listeners, stats_listener));
     }
+    // Every fd of the start-up is open now: what is left below the
+    // backend's fd limit bounds maxconn.
+    if let Some((limit, backend)) = loops.first_mut().and_then(|(_, el, _, _)| {
+        let cx = el.cx();
+        cx.fd_limit().map(|l| (l, cx.backend()))
+    }) {
+        let open = accept::open_fds_below(limit);
+        let max = accept::FdBudget::of(&cfg).maxconn(cfg.maxconn, limit, open);
+        if max < cfg.maxconn {
+            log::info!(
+                "{backend} backend watches fds < {limit} ({open} open): maxconn {} lowered to {max}",
+                cfg.maxconn
+            );
+            cfg.maxconn = max;
+        }
+    }
+    let shared = Arc::new(Shared {
+        servers,
+        active: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+        stats: Mutex::new(vec![WorkerStats::default(); threads]),
+        wakers: Mutex::new(wakers),
+        bound: Mutex::new(addrs),
+        stats_bound: Mutex::new(stats_bound),
+        cfg,
+    });
     let mut handles = Vec::new();
     for (id, mut el, listeners, stats_listener) in loops {
         let shared = shared.clone();

@@ -251,3 +251,71 @@ pub fn stream_pair(tcp: bool) -> (Box<dyn Sock>, Box<dyn Sock>) {
         (Box::new(a), Box::new(b))
     }
 }
+
+// ----- the listener's pause warnings -----
+
+/// A logger that prints every record and counts the listener's "pausing
+/// accepts" warnings (EMFILE, a backend's fd limit): the tests check one
+/// per episode.
+pub struct PauseLog {
+    warnings: std::sync::atomic::AtomicUsize,
+}
+
+impl PauseLog {
+    /// Installs [`PAUSE_LOG`] as the logger, at info level (once per
+    /// test binary).
+    pub fn install() -> &'static PauseLog {
+        log::set_logger(&PAUSE_LOG).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Info);
+        &PAUSE_LOG
+    }
+
+    /// The warnings counted so far.
+    pub fn warnings(&self) -> usize {
+        self.warnings.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl log::Log for PauseLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Info
+    }
+    fn log(&self, r: &log::Record) {
+        let msg = r.args().to_string();
+        if r.level() == log::Level::Warn && msg.contains("pausing accepts") {
+            self.warnings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        println!("  log {}: {msg}", r.level());
+    }
+    fn flush(&self) {}
+}
+
+/// The one [`PauseLog`].
+pub static PAUSE_LOG: PauseLog = PauseLog { warnings: std::sync::atomic::AtomicUsize::new(0) };
+
+/// A listener's owner that accepts in batches of 16 and keeps what it
+/// got: each batch's result, and each connection.
+#[derive(Default)]
+pub struct Acceptor {
+    /// What each [`accept_batch`](anypoll::listener::accept_batch) call returned.
+    pub batches: Vec<(usize, anypoll::listener::BatchEnd)>,
+    /// The connections accepted, with their peers.
+    pub accepted: Vec<(std::os::fd::OwnedFd, std::net::SocketAddr)>,
+    /// Also register each connection with the loop (owner 1, no
+    /// interest), as a server would; an fd the backend refuses is kept
+    /// unregistered, for the test to notice.
+    pub register: bool,
+}
+
+impl anypoll::Handler for Acceptor {
+    fn io(&mut self, cx: &mut anypoll::Ctx, ev: anypoll::IoEvent) {
+        let (accepted, register) = (&mut self.accepted, self.register);
+        let (n, end) = anypoll::listener::accept_batch(cx, ev.fd, 16, |cx, sock, peer| {
+            if register {
+                let _ = cx.register(&sock, 1, anypoll::FdState::empty());
+            }
+            accepted.push((sock, peer));
+        });
+        self.batches.push((n, end));
+    }
+}
