@@ -187,8 +187,20 @@ fn writes_beyond_the_high_watermark_are_refused_and_drained_fires_once_per_cross
                 read == total && h.bc.output_len() == 0
             });
             assert_eq!(h.count(Events::DRAINED), round, "DRAINED once per crossing");
+            // More I/O below the low watermark is no new crossing.
+            let before = h.bc.input_len();
+            peer.write_all(b"ping").unwrap();
+            spin(&mut el, &mut h, T, |_, h| h.bc.input_len() == before + 4);
+            h.bc.write(el.cx(), b"pong").unwrap();
+            spin(&mut el, &mut h, T, |_, h| h.bc.output_len() == 0);
+            peer.set_nonblocking(false).unwrap();
+            let mut pong = [0u8; 4];
+            peer.read_exact(&mut pong).unwrap();
+            assert_eq!(&pong, b"pong");
+            peer.set_nonblocking(true).unwrap();
+            assert_eq!(h.count(Events::DRAINED), round, "DRAINED told again without a crossing");
         }
-        assert_eq!(h.bc.counters().bytes_out, total as u64);
+        assert_eq!(h.bc.counters().bytes_out, total as u64 + 8, "the blocks and two pongs");
         format!("{total} bytes, 2 crossings")
     });
 }
@@ -293,6 +305,11 @@ fn flush_then_close_delivers_every_byte_then_closes() {
         let mut el = c.new_loop();
         let cfg = Config { output_high: 32 * 1024, output_low: 0, ..Config::default() };
         let (mut h, mut peer) = accepted(&mut el, cfg);
+        // The peer also sends, and nobody reads it: a close with unread
+        // input would reset the connection and lose what we sent. The
+        // lingering close reads and drops it until the peer's FIN.
+        let mut w = peer.try_clone().unwrap();
+        let writer = std::thread::spawn(move || w.write_all(&vec![b'j'; 256 * 1024]));
         let queued = fill(&mut el, &mut h);
         let ev = h.bc.close_when_flushed(el.cx());
         assert!(!ev.contains(Events::CLOSED), "closed with bytes queued");
@@ -305,6 +322,8 @@ fn flush_then_close_delivers_every_byte_then_closes() {
         });
         spin(&mut el, &mut h, T, |_, h| h.count(Events::CLOSED) == 1);
         let (r, got) = reader.join().unwrap();
+        writer.join().unwrap().expect("the peer's writes were read");
+        assert!(h.bc.counters().dropped_in > 0, "nothing was dropped while lingering");
         r.expect("peer read to EOF");
         assert_eq!(got.len(), queued, "bytes lost");
         assert!(got.iter().enumerate().all(|(i, b)| *b == ((i % 1000) % 253) as u8), "bytes changed");
