@@ -403,9 +403,10 @@ impl<T: Transport, S: SockOps> BufConn<T, S> {
     pub fn output_len(&self) -> usize {
         self.output.len()
     }
-    /// Whether the peer shut its side (no more input will come).
+    /// Whether the peer shut its side and the transport holds nothing more
+    /// for us (no more input will come).
     pub fn read_eof(&self) -> bool {
-        self.conn.flags.intersects(ConnFlags::SOCK_RD_SH | ConnFlags::ERROR)
+        self.conn.flags.intersects(ConnFlags::SOCK_RD_SH | ConnFlags::ERROR) && !self.xprt.rcv_pending()
     }
 
     fn connecting(&self) -> bool {
@@ -612,7 +613,11 @@ impl<T: Transport, S: SockOps> BufConn<T, S> {
         let fd = self.conn.fd();
         let mut ev = Events::empty();
         for _ in 0..MAX_ROUNDS {
-            if self.conn.flags.intersects(ConnFlags::SOCK_RD_SH | ConnFlags::ERROR) {
+            // A transport that hides readiness may still hold bytes read
+            // before the shutdown: they are delivered first.
+            if self.conn.flags.contains(ConnFlags::ERROR)
+                || (self.conn.flags.contains(ConnFlags::SOCK_RD_SH) && !self.xprt.rcv_pending())
+            {
                 break;
             }
             let ready = cx.state(fd).unwrap_or_default().contains(FdState::RECV_READY);
@@ -733,7 +738,9 @@ impl<T: Transport, S: SockOps> BufConn<T, S> {
         }
         let fd = self.conn.fd();
         let shut = |f| self.conn.flags.intersects(f | ConnFlags::ERROR);
-        if !shut(ConnFlags::SOCK_RD_SH) && !self.input.is_full() {
+        // Bytes the transport holds are read even after the socket's EOF.
+        let more_in = !shut(ConnFlags::SOCK_RD_SH) || (self.xprt.rcv_pending() && !shut(ConnFlags::empty()));
+        if more_in && !self.input.is_full() {
             cx.want_recv(fd);
         } else {
             cx.stop_recv(fd);

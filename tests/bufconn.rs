@@ -9,25 +9,30 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use anypoll::backends::Poller;
 use anypoll::bufconn::{BufConn, Config, Events, Timeout, WriteError};
+use anypoll::buffer::Buffer;
 use anypoll::connection::ConnError;
-use anypoll::transport::RawSock;
+use anypoll::connection::Connection;
+use anypoll::raw_sock::SendFlags;
+use anypoll::sockops::SockOps;
+use anypoll::transport::{RawSock, Transport};
 use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent, TimerId};
 use common::Combo;
 
 /// Holds the connection and every non-empty event set it returned.
-struct H {
-    bc: BufConn<RawSock>,
+struct H<X: Transport = RawSock> {
+    bc: BufConn<X>,
     events: Vec<Events>,
 }
 
-impl H {
+impl<X: Transport> H<X> {
     fn count(&self, e: Events) -> usize {
         self.events.iter().filter(|x| x.contains(e)).count()
     }
 }
 
-impl Handler for H {
+impl<X: Transport> Handler for H<X> {
     fn io(&mut self, cx: &mut Ctx, _ev: IoEvent) {
         let e = self.bc.on_io(cx);
         if !e.is_empty() {
@@ -51,7 +56,12 @@ fn accepted(el: &mut EventLoop, cfg: Config) -> (H, TcpStream) {
 }
 
 /// Runs the loop until `done` holds; fails past `limit`.
-fn spin(el: &mut EventLoop, h: &mut H, limit: Duration, mut done: impl FnMut(&mut EventLoop, &mut H) -> bool) {
+fn spin<X: Transport>(
+    el: &mut EventLoop,
+    h: &mut H<X>,
+    limit: Duration,
+    mut done: impl FnMut(&mut EventLoop, &mut H<X>) -> bool,
+) {
     let start = Instant::now();
     while !done(el, h) {
         assert!(start.elapsed() < limit, "not done after {limit:?}; events {:?}", h.events);
@@ -396,5 +406,93 @@ fn a_peer_reset_is_an_error_and_the_input_before_it_stays_readable() {
         assert_eq!(h.bc.read_line(el.cx(), &mut line), Some(7));
         assert_eq!(el.cx().fd_count(), 0);
         "reset".into()
+    });
+}
+
+/// A transport that hides readiness, as TLS does: it reads the socket in
+/// one gulp into a store of its own, then hands the owner at most 7 bytes
+/// per call. The socket is drained long before the owner has it all, so
+/// an owner that waits for the fd's readiness strands the rest.
+struct Hiding {
+    store: Buffer,
+}
+
+impl Transport for Hiding {
+    fn name(&self) -> &'static str {
+        "hiding"
+    }
+    fn hides_readiness(&self) -> bool {
+        true
+    }
+    fn rcv_buf<S: SockOps, P: Poller>(
+        &mut self,
+        ops: &mut S,
+        cx: &mut Ctx<P>,
+        conn: &mut Connection,
+        buf: &mut Buffer,
+        max: usize,
+    ) -> usize {
+        if self.store.is_empty() {
+            let room = self.store.free();
+            RawSock.rcv_buf(ops, cx, conn, &mut self.store, room);
+        }
+        let mut chunk = [0u8; 7];
+        let n = max.min(buf.free()).min(chunk.len());
+        let n = self.store.read_into(&mut chunk[..n]);
+        buf.write_from(&chunk[..n])
+    }
+    fn snd_buf<S: SockOps, P: Poller>(
+        &mut self,
+        ops: &mut S,
+        cx: &mut Ctx<P>,
+        conn: &mut Connection,
+        buf: &mut Buffer,
+        max: usize,
+        flags: SendFlags,
+    ) -> usize {
+        RawSock.snd_buf(ops, cx, conn, buf, max, flags)
+    }
+    fn shut_write<S: SockOps, P: Poller>(&mut self, ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection) {
+        RawSock.shut_write(ops, cx, conn)
+    }
+    fn rcv_pending(&self) -> bool {
+        !self.store.is_empty()
+    }
+}
+
+#[test]
+fn bytes_a_transport_hides_are_delivered_before_waiting_and_before_eof() {
+    matrix("bufconn_hides_readiness", |c| {
+        let mut el = c.new_loop();
+        let (mut peer, s) = common::tcp_pair();
+        s.set_nonblocking(true).unwrap();
+        let cfg = Config { input_capacity: 64, ..Config::default() };
+        let xprt = Hiding { store: Buffer::with_capacity(4096) };
+        let bc = BufConn::accepted(el.cx(), s.into(), 1, xprt, cfg).unwrap();
+        let mut h = H { bc, events: Vec::new() };
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 241) as u8).collect();
+        peer.write_all(&data).unwrap();
+        let mut got = Vec::new();
+        // The input bound (64) is far below what the transport holds, and
+        // the socket is drained after the first read: the reads that make
+        // room must bring the rest without an fd event.
+        spin(&mut el, &mut h, T, |el, h| {
+            h.bc.read_all(el.cx(), &mut got);
+            got.len() == data.len()
+        });
+        // Then an EOF behind bytes the transport still holds.
+        peer.write_all(&data).unwrap();
+        peer.shutdown(Shutdown::Write).unwrap();
+        spin(&mut el, &mut h, T, |el, h| {
+            h.bc.read_all(el.cx(), &mut got);
+            h.count(Events::READ_EOF) == 1
+        });
+        let data = [&data[..], &data[..]].concat();
+        h.bc.read_all(el.cx(), &mut got);
+        assert_eq!(got.len(), data.len(), "bytes stranded in the transport");
+        assert_eq!(got, data);
+        assert!(h.bc.counters().rcv_calls >= 2000 / 7);
+        h.bc.close(el.cx());
+        format!("{} receive calls", h.bc.counters().rcv_calls)
     });
 }
