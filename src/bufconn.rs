@@ -101,7 +101,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anypoll_backends::Poller;
 
@@ -112,137 +112,14 @@ use crate::sockops::{Real, SockOps};
 use crate::transport::Transport;
 use crate::{Ctx, FdState, TimerId};
 
+mod timeouts;
+mod types;
+
+pub use types::{BufCounters, Config, Events, Timeout, WriteError};
+
 /// Receive or send rounds per call at most, so one busy connection cannot
 /// hold the loop; the loop calls again while the fd stays ready.
 const MAX_ROUNDS: usize = 16;
-
-/// Bounds and timeouts of a [`BufConn`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Config {
-    /// Bytes the input buffer holds at most; reading stops at this bound.
-    pub input_capacity: usize,
-    /// The high watermark: bytes the output queue holds at most. A write
-    /// that does not fit is refused.
-    pub output_high: usize,
-    /// The low watermark: [`Events::DRAINED`] once the queue falls to it.
-    pub output_low: usize,
-    /// The connect must end within this.
-    pub connect_timeout: Option<Duration>,
-    /// No byte received for this long while input is wanted.
-    pub read_timeout: Option<Duration>,
-    /// No byte sent for this long while output waits.
-    pub write_timeout: Option<Duration>,
-    /// No byte in either direction for this long.
-    pub idle_timeout: Option<Duration>,
-    /// After a flush-then-close, how long the peer's input is read and
-    /// dropped before the socket is closed anyway (a lingering close: a
-    /// close with unread input would reset the connection and could lose
-    /// the bytes just sent).
-    pub linger: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            input_capacity: 16 * 1024,
-            output_high: 64 * 1024,
-            output_low: 0,
-            connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: None,
-            write_timeout: None,
-            idle_timeout: None,
-            linger: Duration::from_secs(2),
-        }
-    }
-}
-
-bitflags::bitflags! {
-    /// What happened during one [`on_io`](BufConn::on_io) or
-    /// [`on_timer`](BufConn::on_timer) call.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-    #[must_use]
-    pub struct Events: u16 {
-        /// The connect succeeded.
-        const CONNECTED = 1 << 0;
-        /// New bytes are in the input buffer.
-        const READABLE = 1 << 1;
-        /// The output queue fell to the low watermark (once per crossing).
-        const DRAINED = 1 << 2;
-        /// The peer shut its side (told once); buffered input stays readable.
-        const READ_EOF = 1 << 3;
-        /// A read, write or idle timeout passed; [`BufConn::timed_out`]
-        /// says which. The connection stays open: the owner decides.
-        const TIMEOUT = 1 << 4;
-        /// A hard error (the connect's included); [`BufConn::error`] names it.
-        const ERROR = 1 << 5;
-        /// The connection is closed (error, connect timeout, or a
-        /// flush-then-close that ended); the owner drops it.
-        const CLOSED = 1 << 6;
-        /// The input buffer is full: reading waits until the owner takes
-        /// bytes. Still full after the owner's reads means a record longer
-        /// than the buffer: the owner reads it in parts or disconnects.
-        const INPUT_FULL = 1 << 7;
-    }
-}
-
-/// Which timeout passed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timeout {
-    /// The connect did not end in time (the connection is closed with
-    /// [`ConnError::Timeout`]).
-    Connect,
-    /// No input for `read_timeout`.
-    Read,
-    /// Output waited `write_timeout` without progress.
-    Write,
-    /// No byte either way for `idle_timeout`.
-    Idle,
-}
-
-/// Why [`BufConn::write`] refused bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteError {
-    /// The bytes do not fit under the high watermark: nothing was queued.
-    /// `room` bytes would have fitted.
-    Full {
-        /// Free bytes in the queue.
-        room: usize,
-    },
-    /// The write side is shut, or shutting, or the connection is closed
-    /// (also when it failed during this write: then
-    /// [`BufConn::is_closed`] is true and [`BufConn::error`] says why).
-    Closed,
-}
-
-impl std::fmt::Display for WriteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WriteError::Full { room } => write!(f, "output queue full ({room} bytes free)"),
-            WriteError::Closed => f.write_str("write side closed"),
-        }
-    }
-}
-
-impl std::error::Error for WriteError {}
-
-/// Per-connection counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BufCounters {
-    /// Bytes received from the transport.
-    pub bytes_in: u64,
-    /// Bytes the transport took for sending.
-    pub bytes_out: u64,
-    /// Transport receive calls.
-    pub rcv_calls: u64,
-    /// Transport send calls.
-    pub snd_calls: u64,
-    /// Writes refused beyond the high watermark.
-    pub refused: u64,
-    /// Times reading stopped because the input buffer was full.
-    pub input_stalls: u64,
-    /// Bytes read from the peer and dropped during a lingering close.
-    pub dropped_in: u64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Close {
@@ -562,45 +439,6 @@ impl<T: Transport, S: SockOps> BufConn<T, S> {
         ev | self.after(cx)
     }
 
-    /// Handles a loop timer; `id` is the one [`Handler::timer`](crate::Handler::timer)
-    /// got (its data is the owner value this connection was made with).
-    /// A timer of another connection returns nothing.
-    pub fn on_timer<P: Poller>(&mut self, cx: &mut Ctx<P>, id: TimerId) -> Events {
-        match self.timer {
-            Some((mine, _)) if mine == id => self.timer = None,
-            _ => return Events::empty(),
-        }
-        let now = Instant::now();
-        let past = |d: Option<Instant>| d.is_some_and(|d| d <= now);
-        let d = self.deadlines();
-        if past(d.connect) {
-            self.conn.set_error(ConnError::Timeout);
-            self.timed_out = Some(Timeout::Connect);
-            return self.fail(cx) | Events::TIMEOUT;
-        }
-        if past(d.linger) {
-            log::debug!("fd {}: the peer did not close within the linger time; closing", self.conn.fd());
-            self.close(cx);
-            return Events::CLOSED;
-        }
-        let mut ev = std::mem::take(&mut self.pending);
-        let mut told_one = false;
-        for (due, told, kind) in [
-            (d.read, &mut self.told_read, Timeout::Read),
-            (d.write, &mut self.told_write, Timeout::Write),
-            (d.idle, &mut self.told_idle, Timeout::Idle),
-        ] {
-            if past(due) && !*told && !told_one {
-                told_one = true;
-                *told = true;
-                self.timed_out = Some(kind);
-                ev |= Events::TIMEOUT;
-            }
-        }
-        self.arm(cx);
-        ev
-    }
-
     fn fail<P: Poller>(&mut self, cx: &mut Ctx<P>) -> Events {
         log::debug!("fd {} ({}): {}", self.conn.fd(), self.xprt.name(), self.conn.error());
         self.close(cx);
@@ -752,53 +590,4 @@ impl<T: Transport, S: SockOps> BufConn<T, S> {
             cx.stop_send(fd);
         }
     }
-
-    fn deadlines(&self) -> Deadlines {
-        let after = |from: Instant, t: Option<Duration>| t.map(|t| from + t);
-        let open = !self.connecting() && !matches!(self.close, Close::Linger(_));
-        let reading = open && !self.read_eof() && !self.input.is_full();
-        Deadlines {
-            connect: if self.connecting() { after(self.started, self.cfg.connect_timeout) } else { None },
-            linger: match self.close {
-                Close::Linger(since) => Some(since + self.cfg.linger),
-                _ => None,
-            },
-            read: if reading && !self.told_read { after(self.last_in, self.cfg.read_timeout) } else { None },
-            write: if open && !self.output.is_empty() && !self.told_write {
-                after(self.last_out, self.cfg.write_timeout)
-            } else {
-                None
-            },
-            idle: if open && !self.told_idle {
-                after(self.last_in.max(self.last_out), self.cfg.idle_timeout)
-            } else {
-                None
-            },
-        }
-    }
-
-    /// Keeps one loop timer at or before the earliest deadline. A timer
-    /// already set earlier is kept (it fires, finds nothing, and re-arms).
-    fn arm<P: Poller>(&mut self, cx: &mut Ctx<P>) {
-        let d = self.deadlines();
-        let Some(next) = [d.connect, d.linger, d.read, d.write, d.idle].into_iter().flatten().min() else {
-            return;
-        };
-        match self.timer {
-            Some((_, at)) if at <= next => {}
-            Some((id, _)) => {
-                cx.cancel_timer(id);
-                self.timer = Some((cx.add_timer_at(next, self.tag), next));
-            }
-            None => self.timer = Some((cx.add_timer_at(next, self.tag), next)),
-        }
-    }
-}
-
-struct Deadlines {
-    connect: Option<Instant>,
-    linger: Option<Instant>,
-    read: Option<Instant>,
-    write: Option<Instant>,
-    idle: Option<Instant>,
 }
