@@ -496,3 +496,40 @@ fn bytes_a_transport_hides_are_delivered_before_waiting_and_before_eof() {
         format!("{} receive calls", h.bc.counters().rcv_calls)
     });
 }
+
+#[test]
+fn a_connect_that_never_ends_times_out_with_the_conn_error() {
+    // A listener whose accept queue is full drops new SYNs (Linux), so a
+    // connect to it stays pending. Where the kernel completes it anyway,
+    // the scenario cannot run: said as a skip, not a pass.
+    let l = anypoll::listener::bind("127.0.0.1:0".parse().unwrap(), 0, false).unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break, // the queue is full
+        }
+    }
+    if fillers.len() == 4 {
+        println!("bufconn_connect_timeout: skip: the kernel completes connects to a full accept queue");
+        return;
+    }
+    let combos = common::combos("bufconn_connect_timeout");
+    common::run_matrix("bufconn_connect_timeout", &combos, |c| {
+        let mut el = c.new_loop();
+        let cfg = Config { connect_timeout: Some(Duration::from_millis(150)), ..Config::default() };
+        let bc = BufConn::connect(el.cx(), addr, 1, RawSock, cfg).unwrap();
+        let mut h = H { bc, events: Vec::new() };
+        let start = Instant::now();
+        spin(&mut el, &mut h, T, |_, h| h.count(Events::CLOSED) == 1);
+        assert_eq!(h.count(Events::CONNECTED), 0, "connected to a full queue");
+        assert_eq!(h.count(Events::ERROR | Events::TIMEOUT), 1, "{:?}", h.events);
+        assert_eq!(h.bc.timed_out(), Some(Timeout::Connect));
+        assert_eq!(h.bc.error(), ConnError::Timeout);
+        assert!(start.elapsed() >= Duration::from_millis(140), "{:?}", start.elapsed());
+        assert_eq!(el.cx().fd_count(), 0);
+        "ConnError::Timeout".into()
+    });
+    drop(fillers);
+}
