@@ -240,6 +240,9 @@ impl<T: Transport, S: SockOps> BufConn<T, S> {
             last_out: now,
             timer: None,
         };
+        // Interests from the start: an idle accepted socket is not called
+        // for its initial send readiness with nothing to send.
+        bc.set_interests(cx);
         bc.arm(cx);
         Ok(bc)
     }
