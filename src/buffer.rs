@@ -126,6 +126,25 @@ impl Buffer {
         n1 + n2
     }
 
+    /// The offset, from the front of the data, of the first `byte`, looking
+    /// across the wrap (a delimiter may sit in either part).
+    pub fn find(&self, byte: u8) -> Option<usize> {
+        let (a, b) = self.data_slices();
+        a.iter().position(|&c| c == byte).or_else(|| b.iter().position(|&c| c == byte).map(|i| a.len() + i))
+    }
+
+    /// Moves the first `n` bytes of data (at most all of it) to the end of
+    /// `out`; returns how many.
+    pub fn take_into(&mut self, n: usize, out: &mut Vec<u8>) -> usize {
+        let (a, b) = self.data_slices();
+        let n = n.min(a.len() + b.len());
+        let n1 = n.min(a.len());
+        out.extend_from_slice(&a[..n1]);
+        out.extend_from_slice(&b[..n - n1]);
+        self.consume(n);
+        n
+    }
+
     fn reset(&mut self) {
         self.head = 0;
         self.len = 0;
@@ -194,6 +213,23 @@ mod tests {
         assert_eq!(&all, b"efghijkl");
         assert!(b.is_empty());
         assert_eq!(b.free_slices().0.len(), 8, "an empty buffer realigns to offer one piece");
+    }
+
+    #[test]
+    fn find_and_take_look_across_the_wrap() {
+        let mut b = Buffer::with_capacity(8);
+        b.write_from(b"xxxxxab");
+        b.consume(5);
+        b.write_from(b"c\nde"); // "ab" at 5..7, then "c\nde" wraps to 7, 0..3
+        assert_eq!(b.data_slices(), (&b"abc"[..], &b"\nde"[..]));
+        assert_eq!(b.find(b'\n'), Some(3));
+        assert_eq!(b.find(b'z'), None);
+        let mut out = Vec::new();
+        assert_eq!(b.take_into(4, &mut out), 4);
+        assert_eq!(out, b"abc\n");
+        assert_eq!(b.take_into(10, &mut out), 2, "no more than the data");
+        assert_eq!(out, b"abc\nde");
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -19,12 +19,17 @@
 //!   socket, the plain-socket transport, and two-way forwarding.
 //! * [`transport`]: the [`Transport`](transport::Transport) seam (HAProxy's
 //!   `xprt_ops`), which [`RawSock`](transport::RawSock) fills in.
+//! * [`bufconn`]: [`BufConn`](bufconn::BufConn), a buffered connection for
+//!   embedders (libevent's bufferevent): line and exact-count reads, a
+//!   bounded output queue with watermarks, timeouts, half-close,
+//!   flush-then-close, over any transport.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub use anypoll_backends as backends;
 
+pub mod bufconn;
 pub mod buffer;
 pub mod channel;
 pub mod connection;

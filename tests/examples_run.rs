@@ -1,6 +1,6 @@
 //! The examples run and do what they say: `echo_server --selftest` on every
-//! backend (and under edge where the backend has EDGE), `timers` on the
-//! default backend.
+//! backend (and under edge where the backend has EDGE), `chat --selftest`
+//! on every backend, `timers` on the default backend.
 //!
 //! `cargo test` builds the examples before it runs the tests; this test
 //! runs those binaries (`target/<profile>/examples/`). When they were not
@@ -21,9 +21,8 @@ fn example(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let profile_dir = exe.parent()?.parent()?;
     let bin = profile_dir.join("examples").join(name);
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(format!("{name}.rs"));
     let built = bin.metadata().and_then(|m| m.modified()).ok();
-    let changed = source.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+    let changed = source_changed(name);
     match built {
         Some(t) if t >= changed => Some(bin),
         Some(_) => {
@@ -35,6 +34,15 @@ fn example(name: &str) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// When the example's source last changed: `examples/NAME.rs`, or the
+/// newest file of `examples/NAME/` (an example of several files).
+fn source_changed(name: &str) -> SystemTime {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mtime = |p: &std::path::Path| p.metadata().and_then(|m| m.modified()).ok();
+    let files = std::fs::read_dir(dir.join(name)).into_iter().flatten().flatten().map(|e| e.path());
+    files.chain([dir.join(format!("{name}.rs"))]).filter_map(|p| mtime(&p)).max().unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Runs `cmd` with a time limit; kills the child (by its pid) past it.
@@ -89,6 +97,25 @@ fn echo_server_selftest_passes_on_every_backend() {
         }
     }
     assert!(failed.is_empty(), "echo_server --selftest failed on {failed:?}");
+}
+
+#[test]
+fn chat_selftest_passes_on_every_backend() {
+    let Some(bin) = example("chat") else { return };
+    let mut failed = Vec::new();
+    for (b, _) in common::backends() {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--selftest", "--poller", b.name]).env_remove("ANYPOLL_POLLER");
+        let (out, took) = run(cmd, Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && stdout.contains("selftest passed") {
+            println!("chat {}: pass ({} ms)", b.name, took.as_millis());
+        } else {
+            println!("chat {}: FAIL ({})\n{stdout}{}", b.name, out.status, String::from_utf8_lossy(&out.stderr));
+            failed.push(b.name);
+        }
+    }
+    assert!(failed.is_empty(), "chat --selftest failed on {failed:?}");
 }
 
 #[test]
