@@ -56,10 +56,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anypoll_backends::registry;
-use anypoll_backends::{AnyPoller, Capabilities, Events, Interest, Poller, Token, Trigger, Waker};
+use anypoll_backends::{AnyPoller, Capabilities, Events, Interest, OpError, Poller, Token, Trigger, Waker};
 
 use crate::counters::Counters;
-use crate::error;
 use crate::fd::{on_event, wanted, Directions, FdState, FdTable, Strategy};
 use crate::handle::{self, LoopHandle, Task};
 use crate::signal::{Signal, SignalPipe};
@@ -331,12 +330,12 @@ impl<P: Poller> Ctx<P> {
         let backend = self.poller.name();
         if let Some(limit) = self.poller.fd_limit() {
             if fd >= limit {
-                return Err(error::new(
+                let why = format!("cannot be watched: the backend watches fds below {limit} only");
+                return Err(OpError::wrap(
+                    backend,
                     "register",
                     Some(fd),
-                    backend,
-                    io::ErrorKind::InvalidInput,
-                    &format!("cannot be watched: the backend watches fds below {limit} only"),
+                    io::Error::new(io::ErrorKind::InvalidInput, why),
                 ));
             }
         }
@@ -350,7 +349,8 @@ impl<P: Poller> Ctx<P> {
         }
         self.errors.remove(&fd);
         if self.fds.insert(fd, owner, state).is_none() {
-            return Err(error::new("register", Some(fd), backend, io::ErrorKind::InvalidInput, "not an fd (negative)"));
+            let why = io::Error::new(io::ErrorKind::InvalidInput, "not an fd (negative)");
+            return Err(OpError::wrap(backend, "register", Some(fd), why));
         }
         self.reschedule_if_runnable(fd);
         Ok(())
@@ -364,16 +364,17 @@ impl<P: Poller> Ctx<P> {
     /// included); the kernel's error if it refuses the removal (the fd is
     /// forgotten all the same). Both name the operation, the fd and the
     /// backend, and the kernel's errno stays reachable
-    /// ([`LoopError`](crate::LoopError)).
+    /// ([`OpError`]).
     pub fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
         let backend = self.poller.name();
         let e = self.fds.remove(fd).ok_or_else(|| {
-            error::new("deregister", Some(fd), backend, io::ErrorKind::NotFound, "not registered with the loop")
+            let why = io::Error::new(io::ErrorKind::NotFound, "not registered with the loop");
+            OpError::wrap(backend, "deregister", Some(fd), why)
         })?;
         self.errors.remove(&fd);
         if e.polled.is_some() {
             self.counters.ctl += 1;
-            self.poller.delete(fd).map_err(|err| error::wrap("deregister", Some(fd), backend, err))?;
+            self.poller.delete(fd).map_err(|err| OpError::wrap(backend, "deregister", Some(fd), err))?;
         }
         Ok(())
     }
@@ -851,7 +852,7 @@ impl<P: Poller> Ctx<P> {
                     }
                 }
                 Err(err) => {
-                    let err = error::wrap(op, Some(fd), self.poller.name(), err);
+                    let err = OpError::wrap(self.poller.name(), op, Some(fd), err);
                     log::warn!("{err}");
                     self.errors.insert(fd, err);
                     self.set_state(fd, FdState::ERROR | FdState::RECV_READY | FdState::SEND_READY, FdState::empty());
@@ -1102,7 +1103,7 @@ impl<P: Poller> EventLoop<P> {
         };
         cx.counters.waits += 1;
         self.events.clear();
-        cx.poller.wait(&mut self.events, timeout).map_err(|e| error::wrap("wait", None, cx.poller.name(), e))?;
+        cx.poller.wait(&mut self.events, timeout).map_err(|e| OpError::wrap(cx.poller.name(), "wait", None, e))?;
         cx.now = Instant::now();
         cx.counters.events += self.events.len() as u64;
 

@@ -12,8 +12,9 @@
 //!   makes; generic over the backend (`EventLoop<P: Poller = AnyPoller>`).
 //! * [`handle`]: [`LoopHandle`], how other threads queue fds and closures
 //!   for a loop (which is single-threaded by design).
-//! * [`error`]: [`LoopError`], the operation, fd and backend of the loop's
-//!   errors, with the original errno kept.
+//! * [`OpError`] (from `anypoll-backends`): the backend, operation and fd
+//!   of the backends' and the loop's errors, with the errno kept
+//!   ([`os_error`]).
 //! * [`listener`]: accepting in bounded batches, pausing on EMFILE.
 //! * [`connection`], [`raw_sock`], [`stream`]: a connection that owns its
 //!   socket, the plain-socket transport, and two-way forwarding.
@@ -29,7 +30,6 @@ pub mod buffer;
 pub mod channel;
 pub mod connection;
 pub mod counters;
-pub mod error;
 pub mod event_loop;
 pub mod fd;
 pub mod handle;
@@ -44,7 +44,7 @@ pub mod timer;
 pub mod transport;
 
 pub use counters::Counters;
-pub use error::{os_error, LoopError};
+pub use anypoll_backends::{os_error, OpError};
 pub use event_loop::{Ctx, EventLoop, Handler, Io, IoEvent};
 pub use fd::{Directions, FdState, Strategy};
 pub use handle::LoopHandle;
