@@ -112,6 +112,45 @@ pub enum Io {
 
 /// The owner side of the loop: one value holds every owner's state, and
 /// each call gets a [`Ctx`] to change interests, do I/O and set timers.
+///
+/// Only [`io`](Handler::io) is required; the other calls default to doing
+/// nothing (or, for [`adopt`](Handler::adopt), closing the fd). Here a
+/// handler gives up on a silent peer after 20 ms:
+///
+/// ```
+/// use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent, TimerId};
+/// use std::os::unix::net::UnixStream;
+/// use std::time::Duration;
+///
+/// struct Idle { peer: Option<UnixStream>, timeout: Option<TimerId>, why: &'static str }
+/// impl Handler for Idle {
+///     fn io(&mut self, cx: &mut Ctx, ev: IoEvent) {
+///         match cx.recv(ev.fd, &mut [0u8; 16]) {
+///             Io::WouldBlock => return,
+///             Io::Done(_) => self.why = "data",
+///             Io::Closed | Io::Error(_) => self.why = "closed",
+///         }
+///         cx.stop();
+///     }
+///     fn timer(&mut self, cx: &mut Ctx, id: TimerId, _data: u64) {
+///         assert_eq!(Some(id), self.timeout);
+///         let peer = self.peer.take().expect("one timeout");
+///         cx.close(peer.into()).unwrap(); // deregistered, then closed
+///         self.why = "idle";
+///         cx.stop();
+///     }
+/// }
+///
+/// let (_quiet, b) = UnixStream::pair().unwrap();
+/// b.set_nonblocking(true).unwrap();
+/// let mut el = EventLoop::from_env().unwrap();
+/// el.cx().register(&b, 0, FdState::RECV_ACTIVE).unwrap();
+/// let timeout = Some(el.cx().add_timer(Duration::from_millis(20), 0));
+/// let mut h = Idle { peer: Some(b), timeout, why: "" };
+/// el.run(&mut h).unwrap(); // returns at cx.stop()
+/// assert_eq!(h.why, "idle");
+/// assert_eq!(el.cx().fd_count(), 0);
+/// ```
 pub trait Handler<P: Poller = AnyPoller> {
     /// An fd is ready in `ev.ready`.
     fn io(&mut self, cx: &mut Ctx<P>, ev: IoEvent);
@@ -168,6 +207,32 @@ enum TimerKind {
 /// their syscall on the number whether or not it is registered: it is the
 /// caller's to name an fd it uses (I/O on another owner's fd is not
 /// undefined behaviour, but it is a bug), and a closed one gives EBADF.
+///
+/// ```
+/// use anypoll::{EventLoop, FdState, Io};
+/// use std::io::Read;
+/// use std::os::fd::AsRawFd;
+///
+/// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// b.set_nonblocking(true).unwrap();
+/// let mut el = EventLoop::from_env().unwrap();
+/// let cx = el.cx(); // the same Ctx a handler gets
+/// cx.register(&b, 7, FdState::RECV_ACTIVE).unwrap();
+/// let fd = b.as_raw_fd();
+/// assert_eq!(cx.owner(fd), Some(7));
+/// assert!(cx.state(fd).unwrap().contains(FdState::RECV_ACTIVE));
+///
+/// assert!(matches!(cx.send(fd, b"hi", false), Io::Done(2)));
+/// let mut buf = [0u8; 2];
+/// a.read_exact(&mut buf).unwrap();
+/// assert_eq!(&buf, b"hi");
+/// // Nothing to read: WouldBlock, and recv is no longer READY (it is polled).
+/// assert!(matches!(cx.recv(fd, &mut buf), Io::WouldBlock));
+/// assert!(!cx.state(fd).unwrap().contains(FdState::RECV_READY));
+///
+/// cx.deregister(fd).unwrap();
+/// assert_eq!((cx.owner(fd), cx.fd_count()), (None, 0));
+/// ```
 #[derive(Debug)]
 pub struct Ctx<P: Poller = AnyPoller> {
     poller: P,
@@ -896,7 +961,43 @@ impl<P: Poller> Ctx<P> {
 /// Errors from the loop's own syscalls (the wait, and the kernel's
 /// refusal of a registration) keep the original `io::Error` as their
 /// source, with its errno, and name the operation, the fd and the backend
-/// in their message.
+/// in their message ([`OpError`]).
+///
+/// # Example
+///
+/// A loop is driven by [`run`](EventLoop::run) (until
+/// [`Ctx::stop`]) or, as here, by [`run_once`](EventLoop::run_once) in a
+/// loop of one's own. Another thread asks it, through its handle, to set a
+/// timer; the closure runs on the loop's thread with the loop's [`Ctx`].
+///
+/// ```
+/// use anypoll::{Ctx, EventLoop, Handler, IoEvent, TimerId};
+/// use std::time::Duration;
+///
+/// #[derive(Default)]
+/// struct Worker { fired: Vec<u64> }
+/// impl Handler for Worker {
+///     fn io(&mut self, _cx: &mut Ctx, _ev: IoEvent) {}
+///     fn timer(&mut self, _cx: &mut Ctx, _id: TimerId, data: u64) {
+///         self.fired.push(data);
+///     }
+/// }
+///
+/// let mut el = EventLoop::from_env().unwrap();
+/// let handle = el.handle();
+/// std::thread::spawn(move || handle.run(|cx| drop(cx.add_timer(Duration::from_millis(1), 42))))
+///     .join()
+///     .unwrap()
+///     .unwrap();
+/// let mut w = Worker::default();
+/// for _ in 0..100 {
+///     el.run_once(&mut w, Some(Duration::from_millis(50))).unwrap();
+///     if !w.fired.is_empty() {
+///         break;
+///     }
+/// }
+/// assert_eq!(w.fired, [42]);
+/// ```
 #[derive(Debug)]
 pub struct EventLoop<P: Poller = AnyPoller> {
     cx: Ctx<P>,
