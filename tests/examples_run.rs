@@ -1,6 +1,6 @@
-//! The examples run and do what they say: `echo_server --selftest` on every
-//! backend (and under edge where the backend has EDGE), `timers` on the
-//! default backend.
+//! The examples run and do what they say: `echo_server --selftest` and
+//! `forward --selftest` on every backend (and under edge where the backend
+//! has EDGE), `timers` on the default backend.
 //!
 //! `cargo test` builds the examples before it runs the tests; this test
 //! runs those binaries (`target/<profile>/examples/`). When they were not
@@ -59,36 +59,51 @@ fn run(mut cmd: Command, limit: Duration) -> (Output, Duration) {
     (child.wait_with_output().expect("output"), start.elapsed())
 }
 
-#[test]
-fn echo_server_selftest_passes_on_every_backend() {
-    let Some(bin) = example("echo_server") else { return };
+/// Runs `NAME --selftest --poller B [--edge]` on every backend, and under
+/// edge where the backend has EDGE; fails unless each run prints
+/// `selftest passed` and exits 0.
+fn selftest_on_every_backend(name: &str) {
+    let Some(bin) = example(name) else { return };
     let mut combos = Vec::new();
     for (b, caps) in common::backends() {
         combos.push((b.name, false));
         if caps.contains(Capabilities::EDGE) {
             combos.push((b.name, true));
         } else {
-            println!("echo_server: skip: {} has no EDGE", b.name);
+            println!("{name}: skip: {} has no EDGE", b.name);
         }
     }
     let mut failed = Vec::new();
-    for (name, edge) in combos {
+    for (backend, edge) in combos {
         let mut cmd = Command::new(&bin);
-        cmd.args(["--selftest", "--poller", name]).env_remove("ANYPOLL_POLLER");
+        cmd.args(["--selftest", "--poller", backend]).env_remove("ANYPOLL_POLLER");
         if edge {
             cmd.arg("--edge");
         }
         let (out, took) = run(cmd, Duration::from_secs(60));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let label = format!("{name}/{}", if edge { "edge" } else { "level" });
+        let label = format!("{backend}/{}", if edge { "edge" } else { "level" });
         if out.status.success() && stdout.contains("selftest passed") {
-            println!("echo_server {label}: pass ({} ms)", took.as_millis());
+            println!("{name} {label}: pass ({} ms)", took.as_millis());
         } else {
-            println!("echo_server {label}: FAIL ({})\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+            println!("{name} {label}: FAIL ({})\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
             failed.push(label);
         }
     }
-    assert!(failed.is_empty(), "echo_server --selftest failed on {failed:?}");
+    assert!(failed.is_empty(), "{name} --selftest failed on {failed:?}");
+}
+
+#[test]
+fn echo_server_selftest_passes_on_every_backend() {
+    selftest_on_every_backend("echo_server");
+}
+
+/// The forwarder relays concurrent clients to an echo server, every byte
+/// intact, and passes each client's half-close on: the server's reply
+/// after it (a trailer) still arrives.
+#[test]
+fn forward_selftest_passes_on_every_backend() {
+    selftest_on_every_backend("forward");
 }
 
 #[test]
