@@ -128,3 +128,23 @@ fn timers_example_fires_in_order_and_ends_by_itself() {
     assert!(took < Duration::from_secs(2), "timers took {took:?}");
     println!("timers: pass ({} ms)", took.as_millis());
 }
+
+/// The README's "Embedding anypoll" handler is the code of
+/// `examples/embed.rs`, which this test runs: so the README's code compiles
+/// and does what it says.
+#[test]
+fn readme_embedding_code_is_examples_embed_and_it_answers() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let code = std::fs::read_to_string(root.join("examples/embed.rs")).expect("examples/embed.rs");
+    let section = readme.split("## Embedding anypoll").nth(1).expect("a section \"Embedding anypoll\" in README.md");
+    let block = section.split("```rust\n").nth(1).and_then(|b| b.split("```").next()).expect("a rust block in it");
+    assert!(block.lines().count() >= 20, "the README's handler is too short to be one:\n{block}");
+    assert!(code.contains(block), "README.md's handler is not examples/embed.rs's code; copy it over:\n{block}");
+    let Some(bin) = example("embed") else { return };
+    let (out, _) = run(Command::new(bin), Duration::from_secs(20));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"HELLO, LOOP\"") && stdout.contains("1 fds left"), "{stdout}");
+    println!("embed: pass ({})", stdout.trim());
+}
