@@ -12,6 +12,30 @@
 //! connections hold no buffer at all.
 
 /// A ring buffer of fixed capacity.
+///
+/// ```
+/// use anypoll::buffer::{Buffer, BufferPool};
+///
+/// let mut b = Buffer::with_capacity(8);
+/// assert_eq!(b.write_from(b"abcdef"), 6);
+/// let mut out = [0u8; 4];
+/// assert_eq!(b.read_into(&mut out), 4);
+/// assert_eq!(&out, b"abcd");
+/// // "ef" is left at 4..6; new data fills 6..8, then wraps to 0..4.
+/// assert_eq!(b.write_from(b"ghijklmn"), 6);
+/// assert!(b.is_full());
+/// assert_eq!(b.data_slices(), (&b"efgh"[..], &b"ijkl"[..]));
+/// b.consume(8);
+/// assert!(b.is_empty());
+/// // Empty again: the free space is one piece, for one recv.
+/// assert_eq!(b.free_slices().0.len(), 8);
+///
+/// let mut pool = BufferPool::new(16 * 1024, 2);
+/// let buf = pool.get();
+/// assert_eq!((buf.capacity(), pool.in_use()), (16 * 1024, 1));
+/// pool.put(buf);
+/// assert_eq!(pool.in_use(), 0);
+/// ```
 #[derive(Debug)]
 pub struct Buffer {
     data: Box<[u8]>,

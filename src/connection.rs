@@ -188,6 +188,31 @@ pub enum ConnectStatus {
 /// assert_eq!(el.cx().fd_count(), 0);
 /// assert_eq!(b.read(&mut [0u8; 4]).unwrap(), 0); // the peer sees EOF
 /// ```
+///
+/// Dropped while registered, it is closed by its loop's next iteration:
+///
+/// ```
+/// use anypoll::connection::Connection;
+/// use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent};
+/// use std::io::Read;
+/// use std::time::Duration;
+///
+/// struct Nobody;
+/// impl Handler for Nobody {
+///     fn io(&mut self, _cx: &mut Ctx, _ev: IoEvent) {}
+/// }
+///
+/// let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// let mut el = EventLoop::from_env().unwrap();
+/// let mut conn = Connection::from_connected(a.into());
+/// conn.ctrl_init(el.cx(), 1, FdState::RECV_ACTIVE).unwrap();
+/// drop(conn); // no Ctx here: the socket goes to the loop
+/// assert_eq!(el.cx().fd_count(), 1);
+/// el.run_once(&mut Nobody, Some(Duration::ZERO)).unwrap();
+/// assert_eq!(el.cx().fd_count(), 0);
+/// b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+/// assert_eq!(b.read(&mut [0u8; 4]).unwrap(), 0); // closed: the peer sees EOF
+/// ```
 #[derive(Debug)]
 pub struct Connection {
     /// The socket, until the control layer closes it.

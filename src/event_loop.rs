@@ -56,10 +56,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anypoll_backends::registry;
-use anypoll_backends::{AnyPoller, Capabilities, Events, Interest, Poller, Token, Trigger, Waker};
+use anypoll_backends::{AnyPoller, Capabilities, Events, Interest, OpError, Poller, Token, Trigger, Waker};
 
 use crate::counters::Counters;
-use crate::error;
 use crate::fd::{on_event, wanted, Directions, FdState, FdTable, Strategy};
 use crate::handle::{self, LoopHandle, Task};
 use crate::signal::{Signal, SignalPipe};
@@ -113,6 +112,45 @@ pub enum Io {
 
 /// The owner side of the loop: one value holds every owner's state, and
 /// each call gets a [`Ctx`] to change interests, do I/O and set timers.
+///
+/// Only [`io`](Handler::io) is required; the other calls default to doing
+/// nothing (or, for [`adopt`](Handler::adopt), closing the fd). Here a
+/// handler gives up on a silent peer after 20 ms:
+///
+/// ```
+/// use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent, TimerId};
+/// use std::os::unix::net::UnixStream;
+/// use std::time::Duration;
+///
+/// struct Idle { peer: Option<UnixStream>, timeout: Option<TimerId>, why: &'static str }
+/// impl Handler for Idle {
+///     fn io(&mut self, cx: &mut Ctx, ev: IoEvent) {
+///         match cx.recv(ev.fd, &mut [0u8; 16]) {
+///             Io::WouldBlock => return,
+///             Io::Done(_) => self.why = "data",
+///             Io::Closed | Io::Error(_) => self.why = "closed",
+///         }
+///         cx.stop();
+///     }
+///     fn timer(&mut self, cx: &mut Ctx, id: TimerId, _data: u64) {
+///         assert_eq!(Some(id), self.timeout);
+///         let peer = self.peer.take().expect("one timeout");
+///         cx.close(peer.into()).unwrap(); // deregistered, then closed
+///         self.why = "idle";
+///         cx.stop();
+///     }
+/// }
+///
+/// let (_quiet, b) = UnixStream::pair().unwrap();
+/// b.set_nonblocking(true).unwrap();
+/// let mut el = EventLoop::from_env().unwrap();
+/// el.cx().register(&b, 0, FdState::RECV_ACTIVE).unwrap();
+/// let timeout = Some(el.cx().add_timer(Duration::from_millis(20), 0));
+/// let mut h = Idle { peer: Some(b), timeout, why: "" };
+/// el.run(&mut h).unwrap(); // returns at cx.stop()
+/// assert_eq!(h.why, "idle");
+/// assert_eq!(el.cx().fd_count(), 0);
+/// ```
 pub trait Handler<P: Poller = AnyPoller> {
     /// An fd is ready in `ev.ready`.
     fn io(&mut self, cx: &mut Ctx<P>, ev: IoEvent);
@@ -169,6 +207,32 @@ enum TimerKind {
 /// their syscall on the number whether or not it is registered: it is the
 /// caller's to name an fd it uses (I/O on another owner's fd is not
 /// undefined behaviour, but it is a bug), and a closed one gives EBADF.
+///
+/// ```
+/// use anypoll::{EventLoop, FdState, Io};
+/// use std::io::Read;
+/// use std::os::fd::AsRawFd;
+///
+/// let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+/// b.set_nonblocking(true).unwrap();
+/// let mut el = EventLoop::from_env().unwrap();
+/// let cx = el.cx(); // the same Ctx a handler gets
+/// cx.register(&b, 7, FdState::RECV_ACTIVE).unwrap();
+/// let fd = b.as_raw_fd();
+/// assert_eq!(cx.owner(fd), Some(7));
+/// assert!(cx.state(fd).unwrap().contains(FdState::RECV_ACTIVE));
+///
+/// assert!(matches!(cx.send(fd, b"hi", false), Io::Done(2)));
+/// let mut buf = [0u8; 2];
+/// a.read_exact(&mut buf).unwrap();
+/// assert_eq!(&buf, b"hi");
+/// // Nothing to read: WouldBlock, and recv is no longer READY (it is polled).
+/// assert!(matches!(cx.recv(fd, &mut buf), Io::WouldBlock));
+/// assert!(!cx.state(fd).unwrap().contains(FdState::RECV_READY));
+///
+/// cx.deregister(fd).unwrap();
+/// assert_eq!((cx.owner(fd), cx.fd_count()), (None, 0));
+/// ```
 #[derive(Debug)]
 pub struct Ctx<P: Poller = AnyPoller> {
     poller: P,
@@ -343,12 +407,12 @@ impl<P: Poller> Ctx<P> {
         let backend = self.poller.name();
         if let Some(limit) = self.poller.fd_limit() {
             if fd >= limit {
-                return Err(error::new(
+                let why = format!("cannot be watched: the backend watches fds below {limit} only");
+                return Err(OpError::wrap(
+                    backend,
                     "register",
                     Some(fd),
-                    backend,
-                    io::ErrorKind::InvalidInput,
-                    &format!("cannot be watched: the backend watches fds below {limit} only"),
+                    io::Error::new(io::ErrorKind::InvalidInput, why),
                 ));
             }
         }
@@ -362,7 +426,8 @@ impl<P: Poller> Ctx<P> {
         }
         self.errors.remove(&fd);
         if self.fds.insert(fd, owner, state).is_none() {
-            return Err(error::new("register", Some(fd), backend, io::ErrorKind::InvalidInput, "not an fd (negative)"));
+            let why = io::Error::new(io::ErrorKind::InvalidInput, "not an fd (negative)");
+            return Err(OpError::wrap(backend, "register", Some(fd), why));
         }
         self.reschedule_if_runnable(fd);
         Ok(())
@@ -376,11 +441,12 @@ impl<P: Poller> Ctx<P> {
     /// included); the kernel's error if it refuses the removal (the fd is
     /// forgotten all the same). Both name the operation, the fd and the
     /// backend, and the kernel's errno stays reachable
-    /// ([`LoopError`](crate::LoopError)).
+    /// ([`OpError`]).
     pub fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
         let backend = self.poller.name();
         let e = self.fds.remove(fd).ok_or_else(|| {
-            error::new("deregister", Some(fd), backend, io::ErrorKind::NotFound, "not registered with the loop")
+            let why = io::Error::new(io::ErrorKind::NotFound, "not registered with the loop");
+            OpError::wrap(backend, "deregister", Some(fd), why)
         })?;
         self.errors.remove(&fd);
         // Its number is about to be free: listeners waiting for room below
@@ -391,7 +457,7 @@ impl<P: Poller> Ctx<P> {
         }
         if e.polled.is_some() {
             self.counters.ctl += 1;
-            self.poller.delete(fd).map_err(|err| error::wrap("deregister", Some(fd), backend, err))?;
+            self.poller.delete(fd).map_err(|err| OpError::wrap(backend, "deregister", Some(fd), err))?;
         }
         Ok(())
     }
@@ -892,7 +958,7 @@ impl<P: Poller> Ctx<P> {
                     }
                 }
                 Err(err) => {
-                    let err = error::wrap(op, Some(fd), self.poller.name(), err);
+                    let err = OpError::wrap(self.poller.name(), op, Some(fd), err);
                     log::warn!("{err}");
                     self.errors.insert(fd, err);
                     self.set_state(fd, FdState::ERROR | FdState::RECV_READY | FdState::SEND_READY, FdState::empty());
@@ -936,7 +1002,43 @@ impl<P: Poller> Ctx<P> {
 /// Errors from the loop's own syscalls (the wait, and the kernel's
 /// refusal of a registration) keep the original `io::Error` as their
 /// source, with its errno, and name the operation, the fd and the backend
-/// in their message.
+/// in their message ([`OpError`]).
+///
+/// # Example
+///
+/// A loop is driven by [`run`](EventLoop::run) (until
+/// [`Ctx::stop`]) or, as here, by [`run_once`](EventLoop::run_once) in a
+/// loop of one's own. Another thread asks it, through its handle, to set a
+/// timer; the closure runs on the loop's thread with the loop's [`Ctx`].
+///
+/// ```
+/// use anypoll::{Ctx, EventLoop, Handler, IoEvent, TimerId};
+/// use std::time::Duration;
+///
+/// #[derive(Default)]
+/// struct Worker { fired: Vec<u64> }
+/// impl Handler for Worker {
+///     fn io(&mut self, _cx: &mut Ctx, _ev: IoEvent) {}
+///     fn timer(&mut self, _cx: &mut Ctx, _id: TimerId, data: u64) {
+///         self.fired.push(data);
+///     }
+/// }
+///
+/// let mut el = EventLoop::from_env().unwrap();
+/// let handle = el.handle();
+/// std::thread::spawn(move || handle.run(|cx| drop(cx.add_timer(Duration::from_millis(1), 42))))
+///     .join()
+///     .unwrap()
+///     .unwrap();
+/// let mut w = Worker::default();
+/// for _ in 0..100 {
+///     el.run_once(&mut w, Some(Duration::from_millis(50))).unwrap();
+///     if !w.fired.is_empty() {
+///         break;
+///     }
+/// }
+/// assert_eq!(w.fired, [42]);
+/// ```
 #[derive(Debug)]
 pub struct EventLoop<P: Poller = AnyPoller> {
     cx: Ctx<P>,
@@ -1144,7 +1246,7 @@ impl<P: Poller> EventLoop<P> {
         };
         cx.counters.waits += 1;
         self.events.clear();
-        cx.poller.wait(&mut self.events, timeout).map_err(|e| error::wrap("wait", None, cx.poller.name(), e))?;
+        cx.poller.wait(&mut self.events, timeout).map_err(|e| OpError::wrap(cx.poller.name(), "wait", None, e))?;
         cx.now = Instant::now();
         cx.counters.events += self.events.len() as u64;
 

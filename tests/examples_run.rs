@@ -1,6 +1,7 @@
-//! The examples run and do what they say: `echo_server --selftest` on every
-//! backend (and under edge where the backend has EDGE), `chat --selftest`
-//! on every backend, `timers` on the default backend.
+//! The examples run and do what they say: `echo_server --selftest` and
+//! `forward --selftest` on every backend (and under edge where the backend
+//! has EDGE), `chat --selftest` on every backend, `timers` on the default
+//! backend.
 //!
 //! `cargo test` builds the examples before it runs the tests; this test
 //! runs those binaries (`target/<profile>/examples/`). When they were not
@@ -67,55 +68,61 @@ fn run(mut cmd: Command, limit: Duration) -> (Output, Duration) {
     (child.wait_with_output().expect("output"), start.elapsed())
 }
 
-#[test]
-fn echo_server_selftest_passes_on_every_backend() {
-    let Some(bin) = example("echo_server") else { return };
+/// Runs `NAME --selftest --poller B` on every backend, and with `--edge`
+/// too where `edge_too` and the backend has EDGE; fails unless each run
+/// prints `selftest passed` and exits 0.
+fn selftest_on_every_backend(name: &str, edge_too: bool) {
+    let Some(bin) = example(name) else { return };
     let mut combos = Vec::new();
     for (b, caps) in common::backends() {
         combos.push((b.name, false));
+        if !edge_too {
+            continue;
+        }
         if caps.contains(Capabilities::EDGE) {
             combos.push((b.name, true));
         } else {
-            println!("echo_server: skip: {} has no EDGE", b.name);
+            println!("{name}: skip: {} has no EDGE", b.name);
         }
     }
     let mut failed = Vec::new();
-    for (name, edge) in combos {
+    for (backend, edge) in combos {
         let mut cmd = Command::new(&bin);
-        cmd.args(["--selftest", "--poller", name]).env_remove("ANYPOLL_POLLER");
+        cmd.args(["--selftest", "--poller", backend]).env_remove("ANYPOLL_POLLER");
         if edge {
             cmd.arg("--edge");
         }
         let (out, took) = run(cmd, Duration::from_secs(60));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let label = format!("{name}/{}", if edge { "edge" } else { "level" });
+        let label = format!("{backend}/{}", if edge { "edge" } else { "level" });
         if out.status.success() && stdout.contains("selftest passed") {
-            println!("echo_server {label}: pass ({} ms)", took.as_millis());
+            println!("{name} {label}: pass ({} ms)", took.as_millis());
         } else {
-            println!("echo_server {label}: FAIL ({})\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+            println!("{name} {label}: FAIL ({})\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
             failed.push(label);
         }
     }
-    assert!(failed.is_empty(), "echo_server --selftest failed on {failed:?}");
+    assert!(failed.is_empty(), "{name} --selftest failed on {failed:?}");
 }
 
 #[test]
+fn echo_server_selftest_passes_on_every_backend() {
+    selftest_on_every_backend("echo_server", true);
+}
+
+/// The forwarder relays concurrent clients to an echo server, every byte
+/// intact, and passes each client's half-close on: the server's reply
+/// after it (a trailer) still arrives.
+#[test]
+fn forward_selftest_passes_on_every_backend() {
+    selftest_on_every_backend("forward", true);
+}
+
+/// The chat server broadcasts to fast clients, drops a slow reader once
+/// its bounded output fills, and an idle client after its timeout.
+#[test]
 fn chat_selftest_passes_on_every_backend() {
-    let Some(bin) = example("chat") else { return };
-    let mut failed = Vec::new();
-    for (b, _) in common::backends() {
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--selftest", "--poller", b.name]).env_remove("ANYPOLL_POLLER");
-        let (out, took) = run(cmd, Duration::from_secs(60));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if out.status.success() && stdout.contains("selftest passed") {
-            println!("chat {}: pass ({} ms)", b.name, took.as_millis());
-        } else {
-            println!("chat {}: FAIL ({})\n{stdout}{}", b.name, out.status, String::from_utf8_lossy(&out.stderr));
-            failed.push(b.name);
-        }
-    }
-    assert!(failed.is_empty(), "chat --selftest failed on {failed:?}");
+    selftest_on_every_backend("chat", false);
 }
 
 #[test]
@@ -139,4 +146,24 @@ fn timers_example_fires_in_order_and_ends_by_itself() {
     assert!(stdout.contains("every timer fired in order"), "{stdout}");
     assert!(took < Duration::from_secs(2), "timers took {took:?}");
     println!("timers: pass ({} ms)", took.as_millis());
+}
+
+/// The README's "Embedding anypoll" handler is the code of
+/// `examples/embed.rs`, which this test runs: so the README's code compiles
+/// and does what it says.
+#[test]
+fn readme_embedding_code_is_examples_embed_and_it_answers() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let code = std::fs::read_to_string(root.join("examples/embed.rs")).expect("examples/embed.rs");
+    let section = readme.split("## Embedding anypoll").nth(1).expect("a section \"Embedding anypoll\" in README.md");
+    let block = section.split("```rust\n").nth(1).and_then(|b| b.split("```").next()).expect("a rust block in it");
+    assert!(block.lines().count() >= 20, "the README's handler is too short to be one:\n{block}");
+    assert!(code.contains(block), "README.md's handler is not examples/embed.rs's code; copy it over:\n{block}");
+    let Some(bin) = example("embed") else { return };
+    let (out, _) = run(Command::new(bin), Duration::from_secs(20));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"HELLO, LOOP\"") && stdout.contains("1 fds left"), "{stdout}");
+    println!("embed: pass ({})", stdout.trim());
 }

@@ -65,6 +65,26 @@ impl OpError {
     pub fn io_error(&self) -> &io::Error {
         &self.source
     }
+
+    /// Wraps `err` with the backend, the operation and the fd: the one
+    /// constructor, for the backends and for the layers above them (the
+    /// framework's loop names its own operations, `"register"`, `"wait"`,
+    /// … the same way). The result has `err`'s kind; its errno stays
+    /// reachable through [`os_error`]. For an error with no errno behind
+    /// it, wrap an `io::Error::new(kind, msg)`.
+    ///
+    /// ```
+    /// use anypoll_backends::{os_error, OpError};
+    /// use std::io;
+    ///
+    /// let e = OpError::wrap("poll", "register", Some(4), io::Error::from_raw_os_error(libc::EBADF));
+    /// assert!(e.to_string().starts_with("poll: register on fd 4: "), "{e}");
+    /// assert_eq!(os_error(&e), Some(libc::EBADF));
+    /// ```
+    pub fn wrap(backend: &str, op: &str, fd: Option<RawFd>, err: io::Error) -> io::Error {
+        let kind = err.kind();
+        io::Error::new(kind, OpError { backend: backend.to_string(), op: op.to_string(), fd, source: err })
+    }
 }
 
 impl fmt::Display for OpError {
@@ -83,11 +103,9 @@ impl Error for OpError {
     }
 }
 
-/// Wraps `err` with the backend, the operation and the fd. The result has
-/// `err`'s kind; its errno stays reachable through [`os_error`].
+/// [`OpError::wrap`], under the short name the backends' call sites use.
 pub(crate) fn context(backend: &str, op: &str, fd: Option<RawFd>, err: io::Error) -> io::Error {
-    let kind = err.kind();
-    io::Error::new(kind, OpError { backend: backend.to_string(), op: op.to_string(), fd, source: err })
+    OpError::wrap(backend, op, fd, err)
 }
 
 /// The errno behind `err`: its own [`raw_os_error`](io::Error::raw_os_error),

@@ -126,6 +126,30 @@ bitflags::bitflags! {
     /// * kqueue's `EV_EOF` also fires after a *local* `shutdown(SHUT_WR)` on
     ///   the write filter, so a write-side EOF alone is not proof that the
     ///   peer closed; only the read filter's EOF gives `READ_CLOSED`.
+    ///
+    /// ```
+    /// use anypoll_backends::{registry, Capabilities, Events, Interest, Poller, Ready, Token, Trigger};
+    /// use std::os::fd::AsRawFd;
+    /// use std::time::Duration;
+    ///
+    /// // The rules, as `normalize` applies them to a raw translation.
+    /// let refused = (Ready::READABLE | Ready::WRITABLE | Ready::ERROR | Ready::HUP).normalize();
+    /// assert_eq!(refused, Ready::ERROR | Ready::HUP | Ready::READ_CLOSED);
+    ///
+    /// // A peer that closes: READABLE on every backend (the recv will say
+    /// // EOF), READ_CLOSED too where the backend can tell.
+    /// let (mut poller, _) = registry::choose(None, None).unwrap();
+    /// let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// poller.add(b.as_raw_fd(), Token(1), Interest::READ, Trigger::Level).unwrap();
+    /// drop(a);
+    /// let mut events = Events::with_capacity(4);
+    /// poller.wait(&mut events, Some(Duration::from_secs(5))).unwrap();
+    /// let ready = events.iter().next().expect("the hang-up is an event").ready();
+    /// assert!(ready.contains(Ready::READABLE) && !ready.contains(Ready::ERROR), "{ready:?}");
+    /// if poller.capabilities().contains(Capabilities::RDHUP) {
+    ///     assert!(ready.contains(Ready::READ_CLOSED), "{ready:?}");
+    /// }
+    /// ```
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Ready: u8 {
         /// A recv will not block: data or EOF.
@@ -190,6 +214,40 @@ impl Event {
 /// Its capacity bounds how many events one wait returns; it is at least 1,
 /// since epoll_wait refuses `maxevents = 0` with EINVAL, and a loop that
 /// retried that at once would spin.
+///
+/// ```
+/// use anypoll_backends::{registry, Events, Interest, Poller, Token, Trigger};
+/// use std::os::fd::AsRawFd;
+/// use std::os::unix::net::UnixStream;
+/// use std::time::Duration;
+///
+/// assert_eq!(Events::with_capacity(0).capacity(), 1);
+///
+/// // Three ready fds, room for two: a level-triggered wait hands out two,
+/// // the next one the rest, and no event is lost.
+/// let (mut poller, _) = registry::choose(None, None).unwrap();
+/// let pairs: Vec<_> = (0..3).map(|_| UnixStream::pair().unwrap()).collect();
+/// for (i, (a, _)) in pairs.iter().enumerate() {
+///     poller.add(a.as_raw_fd(), Token(i), Interest::WRITE, Trigger::Level).unwrap();
+/// }
+/// let mut events = Events::with_capacity(2);
+/// let mut seen = Vec::new();
+/// for _ in 0..2 {
+///     let n = poller.wait(&mut events, Some(Duration::from_secs(5))).unwrap();
+///     assert!(n <= 2 && n == events.len() && !events.woken());
+///     seen.extend(events.iter().map(|ev| ev.token().0));
+///     for ev in &events {
+///         poller.delete(ev.fd()).unwrap(); // served: out of the next wait
+///     }
+/// }
+/// seen.sort();
+/// assert_eq!(seen, [0, 1, 2]);
+///
+/// // A waker's wake-up is no event, but the buffer says so.
+/// poller.waker().wake().unwrap();
+/// poller.wait(&mut events, Some(Duration::from_secs(5))).unwrap();
+/// assert!(events.woken() && events.is_empty());
+/// ```
 #[derive(Debug, Clone)]
 pub struct Events {
     list: Vec<Event>,
