@@ -162,6 +162,19 @@ pub use libc_sys::Libc;
 #[cfg(all(target_os = "linux", feature = "libkqueue"))]
 pub use libkqueue_sys::LibKqueue;
 
+/// Takes ownership of the fd a `kqueue()` returned (negative: the error in
+/// errno) and makes it close-on-exec: the part both native seams share.
+#[cfg(any(anypoll_kqueue, all(target_os = "linux", feature = "libkqueue")))]
+fn own_kqueue(fd: libc::c_int) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = crate::sys::cvt(fd)?;
+    // SAFETY: kqueue() just returned this fd, and it belongs to nobody else.
+    let kq = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fcntl on the fd we own, with integer arguments only.
+    crate::sys::cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(kq)
+}
+
 /// The kqueue backend over libkqueue on Linux (feature `libkqueue`).
 #[cfg(all(target_os = "linux", feature = "libkqueue"))]
 pub type KqueueLibkqueue = KqueueOn<LibKqueue>;

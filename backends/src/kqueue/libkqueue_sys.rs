@@ -15,7 +15,7 @@
 //! links `-lkqueue` through pkg-config.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::ptr;
 use std::time::Duration;
 
@@ -78,13 +78,8 @@ impl KqSys for LibKqueue {
     const USER_FILTER: bool = true;
 
     fn kqueue(&self) -> io::Result<OwnedFd> {
-        // SAFETY: kqueue() takes no argument; the result is checked.
-        let fd = cvt(unsafe { kqueue() })?;
-        // SAFETY: the fd was just created and belongs to nobody else.
-        let kq = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: fcntl on the fd we own, with integer arguments only.
-        cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
-        Ok(kq)
+        // SAFETY: kqueue() takes no argument; own_kqueue checks the result.
+        super::own_kqueue(unsafe { kqueue() })
     }
 
     fn kevent(
