@@ -8,6 +8,9 @@
 #   1. cargo fmt --check
 #   2. cargo clippy --workspace --all-targets -D warnings
 #   3. cargo test --workspace (unit tests, doc tests, the conformance matrix)
+#   3b. the kernel models (Linux): every test family again on kqueue-model and
+#      evports-model, and the demo on each; then, where pkg-config finds
+#      libkqueue, the conformance matrix and loop tests on kqueue-libkqueue
 #   4. cargo doc, warnings denied
 #      packaging: cargo package for the published crates, their file lists,
 #      and ci/msrv-check.py (rust-version true for the locked dependency tree)
@@ -36,6 +39,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace
+
+if [ "$os" = Linux ]; then
+    step "models"
+    ci/models.sh
+else
+    echo "skip: the kernel models are built on Linux only (this is $os, which runs its own kernel)"
+fi
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps

@@ -81,7 +81,26 @@ fn fill(devnull: &std::fs::File) -> Vec<OwnedFd> {
     }
 }
 
+/// Waits (at most 1 s) until this process's open fd count holds still for
+/// 20 ms. libkqueue closes a dropped kqueue's epoll set and eventfds later,
+/// from its monitoring thread: the previous combination's fds would free
+/// holes in the table this test fills, and the listener would accept.
+fn settle_fds() {
+    let count = || std::fs::read_dir("/proc/self/fd").map(|d| d.count()).ok();
+    let give_up = Instant::now() + Duration::from_secs(1);
+    let mut last = count();
+    while Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = count();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
 fn emfile(c: Combo) -> String {
+    settle_fds();
     let mut el = c.new_loop();
     let l = listener::bind("127.0.0.1:0".parse().unwrap(), 64, false).unwrap();
     let addr = l.local_addr().unwrap();

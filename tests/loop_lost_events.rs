@@ -23,6 +23,7 @@ use std::net::Shutdown;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
+use anypoll::backends::kqueue::deviations::{self, Deviation};
 use anypoll::{Ctx, FdState, Handler, Io, IoEvent, TimerId};
 use common::{check, fill, run_matrix, set_sockopt, stream_pair, Combo, Rng, Sock};
 
@@ -350,7 +351,20 @@ struct Summary {
 #[test]
 fn random_interleavings_lose_nothing_under_level_and_edge() {
     let base = common::base_seed("lost_events");
-    let combos = common::combos("lost_events");
+    // libkqueue fails a re-sent EV_ADD of a live read knote (with EAGAIN,
+    // seen in its kevent() receipts when the level strategy adds the write
+    // filter beside it); the backend reports that change's failure as
+    // ERROR on the fd, as it must, and the stream stops there.
+    let combos: Vec<Combo> = common::combos("lost_events")
+        .into_iter()
+        .filter(|c| {
+            let r = match c.strategy {
+                anypoll::Strategy::Level => deviations::check(c.backend.name, Deviation::AddOnExisting),
+                _ => Ok(()),
+            };
+            r.map_err(|why| println!("lost_events {}: skip: {why}", c.label())).is_ok()
+        })
+        .collect();
     run_matrix("lost_events", &combos, |c| {
         let mut sum = Summary::default();
         for i in 0..RUNS_PER_COMBO {

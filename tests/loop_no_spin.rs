@@ -35,6 +35,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anypoll::backends::kqueue::deviations::{self, Deviation};
 use anypoll::backends::Capabilities;
 use anypoll::{Ctx, FdState, Handler, Io, IoEvent};
 use common::{run_matrix, set_linger_zero, tcp_pair, Combo};
@@ -313,6 +314,20 @@ fn check(o: &Outcome, c: Combo) -> Result<(), String> {
     Ok(())
 }
 
+/// The pairs that hit libkqueue's one epoll registration per fd: a knote
+/// added beside the read one loses RDHUP (`rdhup-unread` never shows
+/// SEEN_RDHUP), and once the read knote is deleted (`stops`) the write
+/// filter fires at every wait, even after its own `EV_DELETE` succeeded
+/// (seen in its kevent() calls: the deleted write knote returned 30,000
+/// times a second). Skips on `kqueue-libkqueue` only.
+fn libkqueue_skip(c: Combo, s: Scenario, k: Kind) -> Result<(), String> {
+    if matches!(s, Scenario::RdhupUnread) || k == Kind::Stops {
+        deviations::check(c.backend.name, Deviation::SharedRegistration)
+    } else {
+        Ok(())
+    }
+}
+
 #[test]
 fn half_dead_sockets_do_not_make_an_idle_loop_spin() {
     let combos = common::combos("no_spin");
@@ -320,6 +335,13 @@ fn half_dead_sockets_do_not_make_an_idle_loop_spin() {
         let handles: Vec<_> = SCENARIOS
             .iter()
             .flat_map(|&s| KINDS.iter().map(move |&k| (s, k)))
+            .filter(|&(s, k)| match libkqueue_skip(c, s, k) {
+                Ok(()) => true,
+                Err(why) => {
+                    println!("  {:<12} {:<13} {:<13} skip: {why}", c.label(), s.name(), k.name());
+                    false
+                }
+            })
             .map(|(s, k)| std::thread::spawn(move || one(c, s, k)))
             .collect();
         let outcomes: Vec<Outcome> = handles.into_iter().map(|h| h.join().expect("scenario thread")).collect();

@@ -21,6 +21,10 @@ pub enum AnyPoller {
     /// [`crate::kqueue_model::KqueueModel`]: a model, not the real OS.
     #[cfg(all(target_os = "linux", feature = "models"))]
     KqueueModel(crate::kqueue_model::KqueueModel),
+    /// [`crate::kqueue::KqueueLibkqueue`]: the kqueue backend over libkqueue
+    /// on Linux (feature `libkqueue`), not the real OS.
+    #[cfg(all(target_os = "linux", feature = "libkqueue"))]
+    KqueueLibkqueue(crate::kqueue::KqueueLibkqueue),
     /// [`crate::evports::EvPorts`]
     #[cfg(any(target_os = "illumos", target_os = "solaris"))]
     EvPorts(crate::evports::EvPorts<crate::evports::Sys>),
@@ -46,6 +50,8 @@ macro_rules! dispatch {
             AnyPoller::Kqueue($p) => $e,
             #[cfg(all(target_os = "linux", feature = "models"))]
             AnyPoller::KqueueModel($p) => $e,
+            #[cfg(all(target_os = "linux", feature = "libkqueue"))]
+            AnyPoller::KqueueLibkqueue($p) => $e,
             #[cfg(any(target_os = "illumos", target_os = "solaris"))]
             AnyPoller::EvPorts($p) => $e,
             #[cfg(all(target_os = "linux", feature = "models"))]

@@ -137,22 +137,47 @@
 
 // The change queue and the per-fd merge are pure (tested on every host) but
 // only the kqueue platforms (and the model) call them.
-#![cfg_attr(not(any(anypoll_kqueue, all(target_os = "linux", feature = "models"))), allow(dead_code))]
+#![cfg_attr(
+    not(any(anypoll_kqueue, all(target_os = "linux", any(feature = "models", feature = "libkqueue")))),
+    allow(dead_code)
+)]
 
 use std::os::fd::RawFd;
 
 use crate::{Interest, Ready, Trigger};
 
-#[cfg(any(anypoll_kqueue, all(target_os = "linux", feature = "models")))]
+#[cfg(any(anypoll_kqueue, all(target_os = "linux", any(feature = "models", feature = "libkqueue"))))]
 mod backend;
 mod changes;
+pub mod deviations;
 #[cfg(anypoll_kqueue)]
 mod libc_sys;
+#[cfg(all(target_os = "linux", feature = "libkqueue"))]
+mod libkqueue_sys;
 
-#[cfg(any(anypoll_kqueue, all(target_os = "linux", feature = "models")))]
+#[cfg(any(anypoll_kqueue, all(target_os = "linux", any(feature = "models", feature = "libkqueue"))))]
 pub use backend::KqueueOn;
 #[cfg(anypoll_kqueue)]
 pub use libc_sys::Libc;
+#[cfg(all(target_os = "linux", feature = "libkqueue"))]
+pub use libkqueue_sys::LibKqueue;
+
+/// Takes ownership of the fd a `kqueue()` returned (negative: the error in
+/// errno) and makes it close-on-exec: the part both native seams share.
+#[cfg(any(anypoll_kqueue, all(target_os = "linux", feature = "libkqueue")))]
+fn own_kqueue(fd: libc::c_int) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = crate::sys::cvt(fd)?;
+    // SAFETY: kqueue() just returned this fd, and it belongs to nobody else.
+    let kq = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fcntl on the fd we own, with integer arguments only.
+    crate::sys::cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(kq)
+}
+
+/// The kqueue backend over libkqueue on Linux (feature `libkqueue`).
+#[cfg(all(target_os = "linux", feature = "libkqueue"))]
+pub type KqueueLibkqueue = KqueueOn<LibKqueue>;
 
 /// The kqueue backend over the real `kqueue()`/`kevent()`.
 #[cfg(anypoll_kqueue)]

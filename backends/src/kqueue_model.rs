@@ -138,14 +138,16 @@ struct Inner {
 /// (ident, filter).
 type Key = (usize, i16);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Kq {
     knotes: BTreeMap<Key, Knote>,
     /// The knote that fired last (the round robin starts after it).
     last: Option<Key>,
-    /// The private edge-triggered epoll set of the `EV_CLEAR` knotes' fds
-    /// (created with the first one).
-    edges: Option<OwnedFd>,
+    /// The private edge-triggered epoll set of the `EV_CLEAR` knotes' fds,
+    /// created with the kqueue: a real kqueue's `EV_CLEAR` costs no fd, so
+    /// the model's fd count must not change after `kqueue()` either (tests
+    /// count a process's fds).
+    edges: OwnedFd,
 }
 
 #[derive(Debug, Clone)]
@@ -230,8 +232,12 @@ impl KqSys for Model {
         let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
         // SAFETY: eventfd() succeeded, so fd is open and ours alone.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: epoll_create1 with a constant flag; the result is checked.
+        let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: epoll_create1() succeeded, so ep is open and ours alone.
+        let edges = unsafe { OwnedFd::from_raw_fd(ep) };
         // A number reused after an earlier kqueue of this model was closed.
-        self.lock().insert(fd, Kq::default());
+        self.lock().insert(fd, Kq { knotes: BTreeMap::new(), last: None, edges });
         Ok(owned)
     }
 
@@ -287,9 +293,7 @@ impl KqSys for Model {
                 None => None,
             };
             waitset.push(libc::pollfd { fd: kq, events: libc::POLLIN, revents: 0 });
-            if let Some(e) = &st.edges {
-                waitset.push(libc::pollfd { fd: e.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-            }
+            waitset.push(libc::pollfd { fd: st.edges.as_raw_fd(), events: libc::POLLIN, revents: 0 });
             drop(guard);
             ppoll(&mut waitset, left)?;
             guard = self.lock();
@@ -475,7 +479,7 @@ impl Kq {
 
     /// Marks the `EV_CLEAR` knotes whose fd was woken since the last call.
     fn read_edges(&mut self) {
-        let Some(ep) = &self.edges else { return };
+        let ep = &self.edges;
         let mut buf = [libc::epoll_event { events: 0, u64: 0 }; 64];
         loop {
             // SAFETY: `buf` is a live array of 64 epoll_events; zero timeout.
@@ -511,16 +515,7 @@ impl Kq {
                 want |= bit;
             }
         }
-        if self.edges.is_none() {
-            if want == 0 {
-                return;
-            }
-            // SAFETY: epoll_create1 with a constant flag; the result is checked.
-            let Ok(ep) = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }) else { return };
-            // SAFETY: the fd was just created and is ours alone.
-            self.edges = Some(unsafe { OwnedFd::from_raw_fd(ep) });
-        }
-        let Some(ep) = &self.edges else { return };
+        let ep = &self.edges;
         let mut ev = libc::epoll_event { events: (want | libc::EPOLLET) as u32, u64: fd as u64 };
         let ctl = |op, ev: &mut libc::epoll_event| {
             // SAFETY: epoll_ctl on our epoll fd with a live event.

@@ -114,7 +114,8 @@ macro_rules! ctor {
     }};
 }
 
-static BACKENDS: [Backend; 8] = [
+// A slice, not an array: `kqueue-libkqueue` is in it only when built.
+static BACKENDS: &[Backend] = &[
     Backend {
         name: "epoll",
         is_model: false,
@@ -157,6 +158,17 @@ static BACKENDS: [Backend; 8] = [
         platforms: "every Unix",
         create: Some(|| Ok(AnyPoller::Select(crate::select::Select::new()?))),
     },
+    // Listed only in a build that has it, so that a normal build (and its
+    // `anypoll probe`) knows exactly the real systems.
+    #[cfg(all(target_os = "linux", feature = "libkqueue"))]
+    Backend {
+        name: "kqueue-libkqueue",
+        is_model: false,
+        preference: 20,
+        platforms: "Linux via libkqueue (user space over epoll), with the feature `libkqueue`: \
+                    the kqueue backend, not the real OS",
+        create: Some(|| Ok(AnyPoller::KqueueLibkqueue(crate::kqueue::KqueueLibkqueue::new()?))),
+    },
     Backend {
         name: "kqueue-model",
         is_model: true,
@@ -185,7 +197,7 @@ const MODELS: bool = cfg!(all(target_os = "linux", feature = "models"));
 /// them, so a normal build knows exactly the real systems.
 pub fn backends() -> &'static [Backend] {
     if MODELS {
-        &BACKENDS
+        BACKENDS
     } else {
         &BACKENDS[..BACKENDS.iter().take_while(|b| !b.is_model).count()]
     }
@@ -369,7 +381,7 @@ mod tests {
 
     #[test]
     fn models_say_so_and_come_last() {
-        let b = &BACKENDS;
+        let b = BACKENDS;
         let models: Vec<_> = b.iter().filter(|b| b.is_model).collect();
         assert!(!models.is_empty(), "the table holds the kernel models");
         // backends() cuts them off the end of the table in a normal build.

@@ -730,8 +730,10 @@ pub fn run(args: &DemoArgs, poller: Option<&str>) -> ExitCode {
             rows.push(run_row(&mut farm, backend, splice, &plan, seed, &progress));
         }
     }
+    // At least 8 wide, as always; wider for a model's name (`kqueue-model`).
+    let width = rows.iter().map(|r| r.backend.len()).max().unwrap_or(0).max(8);
     println!(
-        "{:<8} {:<6} {:>9} {:>8} {:>13} {:>8} {:>16} {:<22} {:>6}  result",
+        "{:<width$} {:<6} {:>9} {:>8} {:>13} {:>8} {:>16} {:<22} {:>6}  result",
         "backend", "splice", "req/s", "MiB/s", "syscalls/req", "EAGAINs", "splice fallbacks", "health check", "checks"
     );
     let mut failed = false;
@@ -743,7 +745,7 @@ pub fn run(args: &DemoArgs, poller: Option<&str>) -> ExitCode {
             format!("FAIL: {}", r.failures.join("; "))
         };
         println!(
-            "{:<8} {:<6} {:>9.0} {:>8.1} {:>13.2} {:>8} {:>16} {:<22} {:>6}  {}",
+            "{:<width$} {:<6} {:>9.0} {:>8.1} {:>13.2} {:>8} {:>16} {:<22} {:>6}  {}",
             r.backend,
             r.splice,
             r.req_per_s,

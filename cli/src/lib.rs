@@ -148,14 +148,20 @@ pub fn caps_string(caps: anypoll_backends::Capabilities) -> String {
 }
 
 fn probe(flag: Option<&str>) -> ExitCode {
-    println!("{:<8} {:>4}  {:<32} capabilities", "backend", "pref", "test");
+    // The name column fits the longest name, and is never narrower than 8,
+    // so a normal build prints exactly what it always did; a models build
+    // widens it for `evports-model`.
+    let width = registry::backends().iter().map(|b| b.name.len()).max().unwrap_or(0).max(8);
+    println!("{:<width$} {:>4}  {:<32} capabilities", "backend", "pref", "test");
     for b in registry::backends() {
         let (result, caps) = match b.test() {
             Probe::Ok(c) => ("OK".to_string(), caps_string(c)),
             Probe::Failed(e) => (format!("FAILED: {e}"), String::new()),
             Probe::NotBuilt => ("not built for this platform".to_string(), String::new()),
         };
-        println!("{:<8} {:>4}  {:<32} {}", b.name, b.preference, result, caps);
+        // A model never passes for the real system.
+        let model = if b.is_model { "  (model, not the real OS)" } else { "" };
+        println!("{:<width$} {:>4}  {:<32} {}{model}", b.name, b.preference, result, caps);
     }
     match choose_poller(flag) {
         Ok((p, source)) => {

@@ -137,7 +137,12 @@ pub struct Scenario {
 
 /// The backends that get a column: built here and their `test()` passes.
 pub fn columns() -> Vec<&'static Backend> {
-    registry::backends().iter().filter(|b| matches!(b.test(), Probe::Ok(_))).collect()
+    let before = net::open_fd_count();
+    let cols = registry::backends().iter().filter(|b| matches!(b.test(), Probe::Ok(_))).collect();
+    // The probes' pollers are dropped: let a backend that frees its fds
+    // late do so now, not inside the first cell.
+    settled_fd_count(before);
+    cols
 }
 
 /// Runs one scenario on a fresh poller of `backend`.
@@ -148,7 +153,7 @@ pub fn columns() -> Vec<&'static Backend> {
 pub fn run_cell(scenario: &Scenario, backend: &Backend) -> Outcome {
     let before = net::open_fd_count();
     let outcome = run_cell_inner(scenario, backend);
-    let after = net::open_fd_count();
+    let after = settled_fd_count(before);
     match (outcome, before, after) {
         (Outcome::Fail(r), _, _) => Outcome::Fail(r),
         (o, Some(b), Some(a)) if a != b => {
@@ -161,6 +166,22 @@ pub fn run_cell(scenario: &Scenario, backend: &Backend) -> Outcome {
             Outcome::Fail(format!("the cell {what} {n} fd(s): {b} open before it, {a} after{note}"))
         }
         (o, _, _) => o,
+    }
+}
+
+/// The open fd count once it is back to `before`, or after 500 ms. A
+/// backend may free its fds after its poller is dropped rather than at
+/// once (libkqueue's monitoring thread notices a closed kqueue and then
+/// closes its epoll set and eventfds): a leak is a count that stays
+/// changed, so the check waits for it to settle, polling every 5 ms.
+fn settled_fd_count(before: Option<usize>) -> Option<usize> {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        let now = net::open_fd_count();
+        if now == before || std::time::Instant::now() >= give_up {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::ptr;
 use std::time::Duration;
 
@@ -127,13 +127,8 @@ impl KqSys for Libc {
     const USER_FILTER: bool = cfg!(not(target_os = "openbsd"));
 
     fn kqueue(&self) -> io::Result<OwnedFd> {
-        // SAFETY: kqueue() takes no argument; the result is checked.
-        let fd = cvt(unsafe { libc::kqueue() })?;
-        // SAFETY: the fd was just created and belongs to nobody else.
-        let kq = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: fcntl on the fd we own, with integer arguments only.
-        cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
-        Ok(kq)
+        // SAFETY: kqueue() takes no argument; own_kqueue checks the result.
+        super::own_kqueue(unsafe { libc::kqueue() })
     }
 
     fn kevent(

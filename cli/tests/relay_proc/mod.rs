@@ -31,7 +31,9 @@ pub struct Proc {
 
 impl Proc {
     /// Runs `anypoll ARGS` with a clean environment for the relay knobs
-    /// and the log filter [`ROUTINE_LOG`].
+    /// and the log filter [`ROUTINE_LOG`]. `ANYPOLL_POLLER` is passed on:
+    /// `ANYPOLL_POLLER=kqueue-model cargo test` runs the relay processes on
+    /// that backend (a `--poller` in ARGS still wins).
     pub fn spawn(args: &[&str]) -> Proc {
         Proc::spawn_with(args, |_| {})
     }
@@ -42,7 +44,6 @@ impl Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_anypoll"));
         cmd.args(args)
             .env("RUST_LOG", ROUTINE_LOG)
-            .env_remove("ANYPOLL_POLLER")
             .env_remove("ANYPOLL_NO_SPLICE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
