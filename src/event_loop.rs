@@ -586,13 +586,14 @@ impl<P: Poller> Ctx<P> {
     /// shutdown, EINTR is retried, a hard error sets ERROR. A fd whose input
     /// is known to be over returns [`Io::Closed`] without a syscall.
     pub fn recv(&mut self, fd: RawFd, buf: &mut [u8]) -> Io {
-        self.recv_with(&mut Real, fd, buf, false)
+        self.recv_with(&mut Real, fd, buf)
     }
 
-    /// [`recv`](Ctx::recv) through a [`SockOps`] seam. With
-    /// `enotconn_is_eagain` (a connect is pending), ENOTCONN counts as EAGAIN:
-    /// illumos returns it from a recv on a socket that is still connecting.
-    pub fn recv_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &mut [u8], enotconn_is_eagain: bool) -> Io {
+    /// [`recv`](Ctx::recv) through a [`SockOps`] seam. The loop's rules
+    /// only: EAGAIN, EINTR, 0, short reads, hard errors. A socket's errno
+    /// quirks (ENOTCONN while a connect is pending) are the transport's,
+    /// which filters them in its `ops` ([`crate::raw_sock`]).
+    pub fn recv_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &mut [u8]) -> Io {
         let state = self.state(fd).unwrap_or_default();
         if state.contains(FdState::RECV_SHUT) || (state.contains(FdState::ERROR) && self.errors.contains_key(&fd)) {
             // Over, or refused by the backend: no syscall, the loop says how.
@@ -613,7 +614,7 @@ impl<P: Poller> Ctx<P> {
                     self.mark_progress(fd);
                     return Io::Done(n);
                 }
-                Err(e) => match self.io_error(fd, e, enotconn_is_eagain, FdState::RECV_READY) {
+                Err(e) => match self.io_error(fd, e, FdState::RECV_READY) {
                     Some(io) => return io,
                     None => continue,
                 },
@@ -657,16 +658,21 @@ impl<P: Poller> Ctx<P> {
     }
 
     /// Sends from `buf` with MSG_NOSIGNAL (and MSG_MORE when `more`, where
-    /// it exists), with the same state rules as [`recv`](Ctx::recv).
+    /// it exists: [`raw_sock::msg_flags`](crate::raw_sock::msg_flags)), with
+    /// the same state rules as [`recv`](Ctx::recv).
     pub fn send(&mut self, fd: RawFd, buf: &[u8], more: bool) -> Io {
-        self.send_with(&mut Real, fd, buf, more, false)
+        let flags = if more { crate::raw_sock::SendFlags::MORE } else { crate::raw_sock::SendFlags::empty() };
+        self.send_with(&mut Real, fd, buf, crate::raw_sock::msg_flags(flags))
     }
 
-    /// [`send`](Ctx::send) through a [`SockOps`] seam. With `connecting`,
-    /// ENOTCONN (OpenBSD, FreeBSD: a send on a socket still connecting) and
-    /// EINPROGRESS (Linux TCP fast open) count as EAGAIN.
-    pub fn send_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &[u8], more: bool, connecting: bool) -> Io {
-        let flags = crate::sys::SEND_FLAGS | if more { crate::sys::MORE_FLAG } else { 0 };
+    /// [`send`](Ctx::send) through a [`SockOps`] seam, with `msg_flags`
+    /// (`MSG_*` values) as the transport chose them; the loop adds
+    /// MSG_NOSIGNAL where it exists, so no send can raise SIGPIPE. The
+    /// loop's rules only, as for [`recv_with`](Ctx::recv_with): a socket's
+    /// errno quirks (ENOTCONN, EINPROGRESS while a connect is pending) are
+    /// the transport's.
+    pub fn send_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &[u8], msg_flags: libc::c_int) -> Io {
+        let flags = crate::sys::SEND_FLAGS | msg_flags;
         loop {
             self.counters.writes += 1;
             match ops.send(fd, buf, flags) {
@@ -682,14 +688,10 @@ impl<P: Poller> Ctx<P> {
                     self.mark_progress(fd);
                     return Io::Done(n);
                 }
-                Err(e) => {
-                    let inprogress = connecting && e.raw_os_error() == Some(libc::EINPROGRESS);
-                    let e = if inprogress { io::Error::from_raw_os_error(libc::EAGAIN) } else { e };
-                    match self.io_error(fd, e, connecting, FdState::SEND_READY) {
-                        Some(io) => return io,
-                        None => continue,
-                    }
-                }
+                Err(e) => match self.io_error(fd, e, FdState::SEND_READY) {
+                    Some(io) => return io,
+                    None => continue,
+                },
             }
         }
     }
@@ -723,14 +725,13 @@ impl<P: Poller> Ctx<P> {
     }
 
     /// The one mapping of an I/O errno to fd state, shared by every I/O
-    /// path: EINTR is `None` (retry); EAGAIN (and ENOTCONN while connecting)
-    /// clears `ready`; anything else is a hard error.
-    pub(crate) fn io_error(&mut self, fd: RawFd, e: io::Error, enotconn_is_eagain: bool, ready: FdState) -> Option<Io> {
-        let errno = e.raw_os_error();
+    /// path: EINTR is `None` (retry); EAGAIN clears `ready`; anything else
+    /// is a hard error.
+    pub(crate) fn io_error(&mut self, fd: RawFd, e: io::Error, ready: FdState) -> Option<Io> {
         if e.kind() == io::ErrorKind::Interrupted {
             return None;
         }
-        if e.kind() == io::ErrorKind::WouldBlock || (enotconn_is_eagain && errno == Some(libc::ENOTCONN)) {
+        if e.kind() == io::ErrorKind::WouldBlock {
             self.would_block(fd, ready);
             return Some(Io::WouldBlock);
         }

@@ -28,8 +28,12 @@
 //! Every syscall goes through a [`SockOps`] (generic, so [`Real`](crate::sockops::Real)
 //! compiles to direct calls). The fd's READY bits are kept by the loop's
 //! shared rules ([`Ctx::recv_with`], [`Ctx::send_with`]), so level and edge
-//! strategies are respected here too.
+//! strategies are respected here too. The socket's own quirks are this
+//! module's, not the loop's: the ENOTCONN/EINPROGRESS of a pending connect
+//! are filtered into EAGAIN by [`Connecting`] before the loop sees them,
+//! and [`SendFlags`] become `MSG_*` values in [`msg_flags`].
 
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anypoll_backends::{Poller, Ready};
@@ -46,6 +50,79 @@ bitflags::bitflags! {
     pub struct SendFlags: u8 {
         /// More data follows soon: MSG_MORE where it exists.
         const MORE = 1 << 0;
+    }
+}
+
+/// The `MSG_*` values of `flags`: [`SendFlags::MORE`] is MSG_MORE where
+/// it exists (Linux, Android), nothing elsewhere. [`Ctx::send_with`] adds
+/// MSG_NOSIGNAL itself.
+#[inline]
+pub fn msg_flags(flags: SendFlags) -> libc::c_int {
+    if flags.contains(SendFlags::MORE) {
+        crate::sys::MORE_FLAG
+    } else {
+        0
+    }
+}
+
+/// The [`SockOps`] of a socket whose connect is pending: the errnos that
+/// only mean "not connected yet" are EAGAIN, so the loop's rules see a
+/// would-block and poll (the rows of the table above): ENOTCONN from recv
+/// (illumos) and from send (OpenBSD, FreeBSD), EINPROGRESS from send
+/// (Linux TCP fast open). With `connecting` false it passes everything
+/// through. Any transport doing its own socket I/O on a connecting socket
+/// (TLS) reads and writes through it.
+#[derive(Debug)]
+pub struct Connecting<'a, S> {
+    ops: &'a mut S,
+    connecting: bool,
+}
+
+impl<'a, S: SockOps> Connecting<'a, S> {
+    /// Filters `ops` while `connecting`.
+    #[inline]
+    pub fn new(ops: &'a mut S, connecting: bool) -> Self {
+        Connecting { ops, connecting }
+    }
+
+    /// EAGAIN for `quirks` errnos while connecting.
+    #[inline]
+    fn filter<T>(&self, r: std::io::Result<T>, quirks: &[i32]) -> std::io::Result<T> {
+        match r {
+            Err(e) if self.connecting && e.raw_os_error().is_some_and(|n| quirks.contains(&n)) => {
+                Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+            }
+            r => r,
+        }
+    }
+}
+
+impl<S: SockOps> SockOps for Connecting<'_, S> {
+    #[inline]
+    fn recv(&mut self, fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> std::io::Result<usize> {
+        let r = self.ops.recv(fd, buf, flags);
+        self.filter(r, &[libc::ENOTCONN])
+    }
+    #[inline]
+    fn send(&mut self, fd: RawFd, buf: &[u8], flags: libc::c_int) -> std::io::Result<usize> {
+        let r = self.ops.send(fd, buf, flags);
+        self.filter(r, &[libc::ENOTCONN, libc::EINPROGRESS])
+    }
+    #[inline]
+    fn splice(&mut self, from: RawFd, to: RawFd, len: usize) -> std::io::Result<usize> {
+        self.ops.splice(from, to, len)
+    }
+    #[inline]
+    fn read(&mut self, fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.ops.read(fd, buf)
+    }
+    #[inline]
+    fn so_error(&mut self, fd: RawFd) -> std::io::Result<i32> {
+        self.ops.so_error(fd)
+    }
+    #[inline]
+    fn shutdown(&mut self, fd: RawFd, how: libc::c_int) -> std::io::Result<()> {
+        self.ops.shutdown(fd, how)
     }
 }
 
@@ -123,7 +200,7 @@ pub fn rcv_buf<S: SockOps, P: Poller>(
             break;
         }
         let want = first.len().min(max - done);
-        match cx.recv_with(ops, fd, &mut first[..want], connecting) {
+        match cx.recv_with(&mut Connecting::new(ops, connecting), fd, &mut first[..want]) {
             Io::Done(n) => {
                 buf.commit(n);
                 done += n;
@@ -179,7 +256,8 @@ pub fn snd_buf<S: SockOps, P: Poller>(
         // More follows this call if the caller says so, or if this slice
         // is not the end of what we are about to send (the data wraps).
         let more = flags.contains(SendFlags::MORE) || n_try < buf.len().min(limit);
-        match cx.send_with(ops, fd, &first[..n_try], more, connecting) {
+        let msg = msg_flags(if more { SendFlags::MORE } else { SendFlags::empty() });
+        match cx.send_with(&mut Connecting::new(ops, connecting), fd, &first[..n_try], msg) {
             Io::Done(n) => {
                 buf.consume(n);
                 done += n;

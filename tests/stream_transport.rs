@@ -50,7 +50,7 @@ impl Transport for Held {
     ) -> usize {
         let mut tmp = [0u8; 4096];
         while !self.eof {
-            match cx.recv_with(ops, conn.fd(), &mut tmp, false) {
+            match cx.recv_with(ops, conn.fd(), &mut tmp) {
                 Io::Done(n) => self.held.extend(&tmp[..n]),
                 Io::WouldBlock => break,
                 Io::Closed => self.eof = true,
@@ -79,7 +79,7 @@ impl Transport for Held {
         flags: SendFlags,
     ) -> usize {
         while !self.own.is_empty() {
-            match cx.send_with(ops, conn.fd(), &self.own, false, false) {
+            match cx.send_with(ops, conn.fd(), &self.own, 0) {
                 Io::Done(n) => drop(self.own.drain(..n)),
                 _ => return 0,
             }
