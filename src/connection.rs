@@ -47,6 +47,7 @@ use std::sync::Weak;
 use anypoll_backends::Poller;
 
 use crate::handle::Graveyard;
+use crate::sockops::SockOps;
 use crate::{Ctx, FdState};
 
 bitflags::bitflags! {
@@ -381,11 +382,7 @@ impl Connection {
     /// * On a backend without ERRHUP (select), readiness alone proves
     ///   nothing: `SO_ERROR` decides.
     /// * Otherwise WRITABLE means connected.
-    pub fn confirm_connect<S: crate::sockops::SockOps, P: Poller>(
-        &mut self,
-        ops: &mut S,
-        cx: &mut Ctx<P>,
-    ) -> ConnectStatus {
+    pub fn confirm_connect<S: SockOps, P: Poller>(&mut self, ops: &mut S, cx: &mut Ctx<P>) -> ConnectStatus {
         if !self.flags.contains(ConnFlags::WAIT_L4_CONN) {
             return if self.flags.contains(ConnFlags::ERROR) {
                 ConnectStatus::Failed
@@ -409,8 +406,7 @@ impl Connection {
         if !reported_error && !state.intersects(FdState::SEND_READY | FdState::RECV_READY) {
             return ConnectStatus::Pending;
         }
-        cx.counters_mut().other += 1;
-        match ops.so_error(self.fd) {
+        match cx.counted(ops).so_error(self.fd) {
             Ok(0) if reported_error => {
                 self.set_error(ConnError::PollErrNoErrno);
                 ConnectStatus::Failed

@@ -326,8 +326,7 @@ pub fn rcv_pipe<S: SockOps, P: Poller>(
     let mut done = 0;
     while done < count {
         let want = count - done;
-        cx.counters_mut().splices += 1;
-        match ops.splice(fd, pipe.write_fd(), want) {
+        match cx.counted(ops).splice(fd, pipe.write_fd(), want) {
             Ok(0) => {
                 // The end of input, says splice; but it also stops at a TCP
                 // urgent mark with bytes queued behind it. A recv confirms
@@ -412,8 +411,7 @@ pub fn snd_pipe<S: SockOps, P: Poller>(ops: &mut S, cx: &mut Ctx<P>, conn: &mut 
     let fd = conn.fd();
     let mut done = 0;
     while pipe.data > 0 && !conn.flags.contains(ConnFlags::NO_SPLICE) {
-        cx.counters_mut().splices += 1;
-        match ops.splice(pipe.read_fd(), fd, pipe.data) {
+        match cx.counted(ops).splice(pipe.read_fd(), fd, pipe.data) {
             Ok(0) => break,
             Ok(n) => {
                 cx.mark_progress(fd);
@@ -445,8 +443,7 @@ pub fn drain_pipe<S: SockOps, P: Poller>(ops: &mut S, cx: &mut Ctx<P>, pipe: &mu
             break;
         }
         let want = first.len().min(pipe.data);
-        cx.counters_mut().reads += 1;
-        match ops.read(pipe.read_fd(), &mut first[..want]) {
+        match cx.counted(ops).read(pipe.read_fd(), &mut first[..want]) {
             Ok(0) => break,
             Ok(n) => {
                 buf.commit(n);
@@ -466,8 +463,7 @@ pub fn shut_write<S: SockOps, P: Poller>(ops: &mut S, cx: &mut Ctx<P>, conn: &mu
         return;
     }
     conn.flags |= ConnFlags::SOCK_WR_SH;
-    cx.counters_mut().other += 1;
-    if let Err(e) = ops.shutdown(conn.fd(), libc::SHUT_WR) {
+    if let Err(e) = cx.counted(ops).shutdown(conn.fd(), libc::SHUT_WR) {
         log::debug!("fd {}: shutdown(SHUT_WR): {e}", conn.fd());
     }
     cx.set_state(conn.fd(), FdState::SEND_SHUT, FdState::SEND_ACTIVE);

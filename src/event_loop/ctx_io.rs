@@ -12,7 +12,7 @@ use anypoll_backends::Poller;
 
 use super::{trigger_of, Ctx};
 use crate::fd::{FdState, Strategy};
-use crate::sockops::{Real, SockOps};
+use crate::sockops::{Counted, Real, SockOps};
 use anypoll_backends::Trigger;
 
 /// The outcome of a recv or send through the loop.
@@ -40,6 +40,15 @@ pub enum Io {
 }
 
 impl<P: Poller> Ctx<P> {
+    /// `ops` with every call counted in this loop's
+    /// [`counters`](Ctx::counters) ([`Counted`]): the one way a layer's
+    /// socket syscalls are counted. Made for a call or a few:
+    /// `cx.counted(ops).shutdown(fd, libc::SHUT_WR)`.
+    #[inline]
+    pub fn counted<'a, S: SockOps>(&'a mut self, ops: &'a mut S) -> Counted<'a, S> {
+        Counted::new(ops, &mut self.counters)
+    }
+
     /// A recv returned less than asked: under the level strategy the fd is
     /// drained, so READY is cleared without the recv that would only return
     /// EAGAIN. Under edge it proves nothing, unless a hang-up or an error
@@ -118,8 +127,7 @@ impl<P: Poller> Ctx<P> {
             return self.input_over(ops, fd);
         }
         loop {
-            self.counters.reads += 1;
-            match ops.recv(fd, buf, 0) {
+            match self.counted(ops).recv(fd, buf, 0) {
                 Ok(0) if !buf.is_empty() => {
                     self.set_state(fd, FdState::RECV_SHUT, FdState::empty());
                     return self.input_over(ops, fd);
@@ -160,8 +168,7 @@ impl<P: Poller> Ctx<P> {
             self.hard_error(fd);
             return Io::Error(e);
         }
-        self.counters.other += 1;
-        let e = match ops.so_error(fd) {
+        let e = match self.counted(ops).so_error(fd) {
             Ok(0) => io::Error::other(format!(
                 "fd {fd}: the {} backend reported an error that SO_ERROR does not name",
                 self.poller.name()
@@ -192,8 +199,7 @@ impl<P: Poller> Ctx<P> {
     pub fn send_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &[u8], msg_flags: libc::c_int) -> Io {
         let flags = crate::sys::SEND_FLAGS | msg_flags;
         loop {
-            self.counters.writes += 1;
-            match ops.send(fd, buf, flags) {
+            match self.counted(ops).send(fd, buf, flags) {
                 Ok(0) if !buf.is_empty() => {
                     self.would_block(fd, FdState::SEND_READY);
                     return Io::WouldBlock;
