@@ -87,7 +87,7 @@ pub struct IoEvent {
 mod ctx_io;
 mod run;
 
-pub use ctx_io::Io;
+pub use ctx_io::{Io, ShortRead};
 pub use run::EventLoop;
 
 /// The owner side of the loop: one value holds every owner's state, and

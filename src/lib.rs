@@ -45,7 +45,7 @@ pub mod transport;
 
 pub use counters::Counters;
 pub use error::{os_error, LoopError};
-pub use event_loop::{Ctx, EventLoop, Handler, Io, IoEvent};
+pub use event_loop::{Ctx, EventLoop, Handler, Io, IoEvent, ShortRead};
 pub use fd::{Directions, FdState, Strategy};
 pub use handle::LoopHandle;
 pub use signal::Signal;

@@ -42,7 +42,7 @@ use crate::buffer::Buffer;
 use crate::connection::{ConnError, ConnFlags, Connection};
 use crate::pipe::Pipe;
 use crate::sockops::SockOps;
-use crate::{Ctx, FdState, Io};
+use crate::{Ctx, FdState, Io, ShortRead};
 
 bitflags::bitflags! {
     /// Flags of [`snd_buf`]: the transport's own, never raw `MSG_*` values.
@@ -200,7 +200,9 @@ pub fn rcv_buf<S: SockOps, P: Poller>(
             break;
         }
         let want = first.len().min(max - done);
-        match cx.recv_with(&mut Connecting::new(ops, connecting), fd, &mut first[..want]) {
+        // raw_sock reads straight from the socket for its owner: a short
+        // read is drained (ShortRead::of(&RawSock)), the one rule it may use.
+        match cx.recv_with_rule(&mut Connecting::new(ops, connecting), fd, &mut first[..want], ShortRead::Drained) {
             Io::Done(n) => {
                 buf.commit(n);
                 done += n;

@@ -21,7 +21,7 @@ use anypoll::raw_sock::SendFlags;
 use anypoll::sockops::{Real, SockOps};
 use anypoll::stream::{Outcome, Pools, SpliceMode, Stream};
 use anypoll::transport::{RawSock, Transport};
-use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent};
+use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent, ShortRead, Strategy};
 
 #[derive(Default)]
 struct Held {
@@ -49,8 +49,9 @@ impl Transport for Held {
         max: usize,
     ) -> usize {
         let mut tmp = [0u8; 4096];
+        let rule = ShortRead::of(&*self);
         while !self.eof {
-            match cx.recv_with(ops, conn.fd(), &mut tmp) {
+            match cx.recv_with_rule(ops, conn.fd(), &mut tmp, rule) {
                 Io::Done(n) => self.held.extend(&tmp[..n]),
                 Io::WouldBlock => break,
                 Io::Closed => self.eof = true,
@@ -177,4 +178,39 @@ fn own_bytes_are_flushed_with_an_empty_channel() {
     let got = collect(&mut el, &mut h, &mut server, 5);
     assert_eq!(got, b"HELLO", "the transport's own bytes were not flushed");
     assert!(!h.stream.back_xprt.snd_pending());
+}
+
+/// Reads `n` bytes waiting on a socket with one recv of 64 bytes (a short
+/// read) by the rule of `xprt`, on a level-triggered loop (where the
+/// drained rule clears READY); returns whether the fd is still READY.
+fn ready_after_short_read<T: Transport>(xprt: &T) -> bool {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.write_all(b"0123456789").unwrap();
+    let mut el = EventLoop::with_backend("poll").unwrap();
+    assert_eq!(el.cx().strategy(), Strategy::Level);
+    let cx = el.cx();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
+    cx.register(&a, 0, FdState::RECV_ACTIVE | FdState::RECV_READY | FdState::STREAM).unwrap();
+    let mut buf = [0u8; 64];
+    match cx.recv_with_rule(&mut Real, fd, &mut buf, ShortRead::of(xprt)) {
+        Io::Done(10) => {}
+        other => panic!("fd {fd}: expected 10 bytes, got {other:?}"),
+    }
+    let ready = cx.state(fd).unwrap().contains(FdState::RECV_READY);
+    cx.deregister(fd).unwrap();
+    ready
+}
+
+/// "Short read = drained" is raw_sock's rule, never a readiness-hiding
+/// transport's: after its short read the fd stays READY (only an EAGAIN
+/// clears it). The raw_sock half shows the rule exists on this loop, so
+/// the first half is not vacuous.
+#[test]
+fn short_read_is_drained_only_without_hidden_readiness() {
+    assert!(
+        ready_after_short_read(&Held::default()),
+        "the drained rule was applied to a transport that hides readiness"
+    );
+    assert!(!ready_after_short_read(&RawSock), "raw_sock's short read no longer clears READY under level");
 }

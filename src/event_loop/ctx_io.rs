@@ -15,6 +15,42 @@ use crate::fd::{FdState, Strategy};
 use crate::sockops::{Counted, Real, SockOps};
 use anypoll_backends::Trigger;
 
+/// What a short read (fewer bytes than asked, more than 0) tells the loop
+/// about the fd: the "short read = drained" rule, and for whom it holds.
+///
+/// A transport that reads straight from the socket for its owner (raw_sock)
+/// may take a short read as proof that the socket is drained: under the
+/// level strategy READY is cleared without the recv that would only say
+/// EAGAIN ([`Ctx::done_recv`]). A transport that
+/// [hides readiness](crate::transport::Transport::hides_readiness) (TLS)
+/// must not: what it asks the socket for is its own business (a record,
+/// a header), not its owner's, so the fd's READY bit is cleared only by an
+/// EAGAIN. [`ShortRead::of`] picks the rule from the transport, so a
+/// transport's socket reads say `cx.recv_with_rule(ops, fd, buf,
+/// ShortRead::of(self))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShortRead {
+    /// The socket is drained ([`Ctx::done_recv`]): raw_sock's rule, and
+    /// [`Ctx::recv`]'s and [`Ctx::recv_with`]'s.
+    Drained,
+    /// It proves nothing: the read counts as progress, READY stays until
+    /// an EAGAIN (a hang-up report is confirmed by the next recv's 0).
+    Progress,
+}
+
+impl ShortRead {
+    /// The rule for `xprt`: [`Progress`](ShortRead::Progress) if it hides
+    /// readiness, else [`Drained`](ShortRead::Drained).
+    #[inline]
+    pub fn of<T: crate::transport::Transport + ?Sized>(xprt: &T) -> ShortRead {
+        if xprt.hides_readiness() {
+            ShortRead::Progress
+        } else {
+            ShortRead::Drained
+        }
+    }
+}
+
 /// The outcome of a recv or send through the loop.
 #[derive(Debug)]
 pub enum Io {
@@ -119,8 +155,16 @@ impl<P: Poller> Ctx<P> {
     /// [`recv`](Ctx::recv) through a [`SockOps`] seam. The loop's rules
     /// only: EAGAIN, EINTR, 0, short reads, hard errors. A socket's errno
     /// quirks (ENOTCONN while a connect is pending) are the transport's,
-    /// which filters them in its `ops` ([`crate::raw_sock`]).
+    /// which filters them in its `ops` ([`crate::raw_sock`]). A short read
+    /// is [`ShortRead::Drained`]; see [`recv_with_rule`](Ctx::recv_with_rule).
     pub fn recv_with<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &mut [u8]) -> Io {
+        self.recv_with_rule(ops, fd, buf, ShortRead::Drained)
+    }
+
+    /// [`recv_with`](Ctx::recv_with), with what a short read means given
+    /// by `short` ([`ShortRead`]): a transport that hides readiness reads
+    /// its socket with [`ShortRead::Progress`], never the drained rule.
+    pub fn recv_with_rule<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, buf: &mut [u8], short: ShortRead) -> Io {
         let state = self.state(fd).unwrap_or_default();
         if state.contains(FdState::RECV_SHUT) || (state.contains(FdState::ERROR) && self.errors.contains_key(&fd)) {
             // Over, or refused by the backend: no syscall, the loop says how.
@@ -132,7 +176,7 @@ impl<P: Poller> Ctx<P> {
                     self.set_state(fd, FdState::RECV_SHUT, FdState::empty());
                     return self.input_over(ops, fd);
                 }
-                Ok(n) if n < buf.len() => {
+                Ok(n) if n < buf.len() && short == ShortRead::Drained => {
                     self.done_recv(fd);
                     return Io::Done(n);
                 }
