@@ -85,3 +85,20 @@ fn raw_sock_counts_its_syscalls_once() {
     assert_eq!(echoed, b"hello");
     conn.force_close(cx);
 }
+
+/// A connect through the seam counts its socket and connect (the relay's
+/// back connections); the uncounted constructor counts nothing.
+#[test]
+fn connect_with_counts_socket_and_connect() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut el = EventLoop::from_env().unwrap();
+    let cx = el.cx();
+    let before = *cx.counters();
+    let c = Connection::connect_with(&mut Real, cx, addr).unwrap();
+    assert_eq!(moved(cx.counters(), &before), (0, 0, 0, 2), "socket + connect");
+    let before = *cx.counters();
+    let d = Connection::connect(addr).unwrap();
+    assert_eq!(moved(cx.counters(), &before), (0, 0, 0, 0), "not through the loop: not counted");
+    drop((c, d));
+}

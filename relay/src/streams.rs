@@ -108,8 +108,7 @@ impl Worker {
     }
 
     pub(crate) fn connect_back(&mut self, cx: &mut Ctx, slot: usize, server: usize) -> io::Result<Connection> {
-        let mut back = Connection::connect(self.shared.servers[server].addr)?;
-        cx.counters_mut().other += 2; // socket + connect
+        let mut back = Connection::connect_with(&mut Real, cx, self.shared.servers[server].addr)?;
         if let Err(e) = back.ctrl_init(cx, Owner::Back(slot).encode(), FdState::SEND_ACTIVE) {
             back.force_close(cx);
             return Err(e);
