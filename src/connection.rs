@@ -41,12 +41,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Weak;
 
 use anypoll_backends::Poller;
 
 use crate::handle::Graveyard;
+use crate::sockops::{Real, SockOps};
 use crate::{Ctx, FdState};
 
 bitflags::bitflags! {
@@ -253,29 +254,34 @@ impl Connection {
 
     /// Starts a non-blocking connect to `addr`. The connection is
     /// `WAIT_L4_CONN` until [`confirm_connect`](Connection::confirm_connect)
-    /// settles it (an immediate success sets `L4_CONN` at once).
+    /// settles it (an immediate success sets `L4_CONN` at once). Its
+    /// socket and connect syscalls are not counted: see
+    /// [`connect_with`](Connection::connect_with).
     pub fn connect(addr: SocketAddr) -> io::Result<Connection> {
+        Connection::open(&mut Real, addr)
+    }
+
+    /// [`connect`](Connection::connect) through a [`SockOps`] seam, with
+    /// its socket and connect syscalls counted in `cx`'s counters
+    /// ([`Ctx::counted`]), as every other syscall of a connection is.
+    pub fn connect_with<S: SockOps, P: Poller>(
+        ops: &mut S,
+        cx: &mut Ctx<P>,
+        addr: SocketAddr,
+    ) -> io::Result<Connection> {
+        Connection::open(&mut cx.counted(ops), addr)
+    }
+
+    fn open<S: SockOps>(ops: &mut S, addr: SocketAddr) -> io::Result<Connection> {
         let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-        // SAFETY: socket() with constant arguments; the result is checked.
-        let s = unsafe { libc::socket(domain, libc::SOCK_STREAM, 0) };
-        if s < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: s is a new socket that nobody else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(s) };
+        let owned = ops.socket(domain)?;
+        let s = owned.as_raw_fd();
         crate::sys::set_nonblock_cloexec(s)?;
         crate::sys::no_sigpipe(s)?;
-        let (ss, len) = crate::sys::std_to_sockaddr(&addr);
-        // SAFETY: `ss` holds a sockaddr of `len` bytes.
-        let r = unsafe { libc::connect(s, (&ss as *const libc::sockaddr_storage).cast(), len) };
-        let flags = if r == 0 {
-            ConnFlags::L4_CONN
-        } else {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINPROGRESS) {
-                return Err(io::Error::new(e.kind(), format!("connect to {addr}: {e}")));
-            }
-            ConnFlags::WAIT_L4_CONN
+        let flags = match ops.connect(s, &addr) {
+            Ok(()) => ConnFlags::L4_CONN,
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => ConnFlags::WAIT_L4_CONN,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("connect to {addr}: {e}"))),
         };
         Ok(Connection { fd: s, sock: Some(owned), flags, err: ConnError::None, registered_with: None })
     }
@@ -406,11 +412,7 @@ impl Connection {
     /// * On a backend without ERRHUP (select), readiness alone proves
     ///   nothing: `SO_ERROR` decides.
     /// * Otherwise WRITABLE means connected.
-    pub fn confirm_connect<S: crate::sockops::SockOps, P: Poller>(
-        &mut self,
-        ops: &mut S,
-        cx: &mut Ctx<P>,
-    ) -> ConnectStatus {
+    pub fn confirm_connect<S: SockOps, P: Poller>(&mut self, ops: &mut S, cx: &mut Ctx<P>) -> ConnectStatus {
         if !self.flags.contains(ConnFlags::WAIT_L4_CONN) {
             return if self.flags.contains(ConnFlags::ERROR) {
                 ConnectStatus::Failed
@@ -434,8 +436,7 @@ impl Connection {
         if !reported_error && !state.intersects(FdState::SEND_READY | FdState::RECV_READY) {
             return ConnectStatus::Pending;
         }
-        cx.counters_mut().other += 1;
-        match ops.so_error(self.fd) {
+        match cx.counted(ops).so_error(self.fd) {
             Ok(0) if reported_error => {
                 self.set_error(ConnError::PollErrNoErrno);
                 ConnectStatus::Failed

@@ -73,7 +73,7 @@ pub mod transport;
 
 pub use anypoll_backends::{os_error, OpError};
 pub use counters::Counters;
-pub use event_loop::{Ctx, EventLoop, Handler, Io, IoEvent};
+pub use event_loop::{Ctx, EventLoop, Handler, Io, IoEvent, ShortRead};
 pub use fd::{Directions, FdState, Strategy};
 pub use handle::LoopHandle;
 pub use signal::Signal;

@@ -28,8 +28,12 @@
 //! Every syscall goes through a [`SockOps`] (generic, so [`Real`](crate::sockops::Real)
 //! compiles to direct calls). The fd's READY bits are kept by the loop's
 //! shared rules ([`Ctx::recv_with`], [`Ctx::send_with`]), so level and edge
-//! strategies are respected here too.
+//! strategies are respected here too. The socket's own quirks are this
+//! module's, not the loop's: the ENOTCONN/EINPROGRESS of a pending connect
+//! are filtered into EAGAIN by [`Connecting`] before the loop sees them,
+//! and [`SendFlags`] become `MSG_*` values in [`msg_flags`].
 
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anypoll_backends::{Poller, Ready};
@@ -38,7 +42,7 @@ use crate::buffer::Buffer;
 use crate::connection::{ConnError, ConnFlags, Connection};
 use crate::pipe::Pipe;
 use crate::sockops::SockOps;
-use crate::{Ctx, FdState, Io};
+use crate::{Ctx, FdState, Io, ShortRead};
 
 bitflags::bitflags! {
     /// Flags of [`snd_buf`]: the transport's own, never raw `MSG_*` values.
@@ -46,6 +50,79 @@ bitflags::bitflags! {
     pub struct SendFlags: u8 {
         /// More data follows soon: MSG_MORE where it exists.
         const MORE = 1 << 0;
+    }
+}
+
+/// The `MSG_*` values of `flags`: [`SendFlags::MORE`] is MSG_MORE where
+/// it exists (Linux, Android), nothing elsewhere. [`Ctx::send_with`] adds
+/// MSG_NOSIGNAL itself.
+#[inline]
+pub fn msg_flags(flags: SendFlags) -> libc::c_int {
+    if flags.contains(SendFlags::MORE) {
+        crate::sys::MORE_FLAG
+    } else {
+        0
+    }
+}
+
+/// The [`SockOps`] of a socket whose connect is pending: the errnos that
+/// only mean "not connected yet" are EAGAIN, so the loop's rules see a
+/// would-block and poll (the rows of the table above): ENOTCONN from recv
+/// (illumos) and from send (OpenBSD, FreeBSD), EINPROGRESS from send
+/// (Linux TCP fast open). With `connecting` false it passes everything
+/// through. Any transport doing its own socket I/O on a connecting socket
+/// (TLS) reads and writes through it.
+#[derive(Debug)]
+pub struct Connecting<'a, S> {
+    ops: &'a mut S,
+    connecting: bool,
+}
+
+impl<'a, S: SockOps> Connecting<'a, S> {
+    /// Filters `ops` while `connecting`.
+    #[inline]
+    pub fn new(ops: &'a mut S, connecting: bool) -> Self {
+        Connecting { ops, connecting }
+    }
+
+    /// EAGAIN for `quirks` errnos while connecting.
+    #[inline]
+    fn filter<T>(&self, r: std::io::Result<T>, quirks: &[i32]) -> std::io::Result<T> {
+        match r {
+            Err(e) if self.connecting && e.raw_os_error().is_some_and(|n| quirks.contains(&n)) => {
+                Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+            }
+            r => r,
+        }
+    }
+}
+
+impl<S: SockOps> SockOps for Connecting<'_, S> {
+    #[inline]
+    fn recv(&mut self, fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> std::io::Result<usize> {
+        let r = self.ops.recv(fd, buf, flags);
+        self.filter(r, &[libc::ENOTCONN])
+    }
+    #[inline]
+    fn send(&mut self, fd: RawFd, buf: &[u8], flags: libc::c_int) -> std::io::Result<usize> {
+        let r = self.ops.send(fd, buf, flags);
+        self.filter(r, &[libc::ENOTCONN, libc::EINPROGRESS])
+    }
+    #[inline]
+    fn splice(&mut self, from: RawFd, to: RawFd, len: usize) -> std::io::Result<usize> {
+        self.ops.splice(from, to, len)
+    }
+    #[inline]
+    fn read(&mut self, fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.ops.read(fd, buf)
+    }
+    #[inline]
+    fn so_error(&mut self, fd: RawFd) -> std::io::Result<i32> {
+        self.ops.so_error(fd)
+    }
+    #[inline]
+    fn shutdown(&mut self, fd: RawFd, how: libc::c_int) -> std::io::Result<()> {
+        self.ops.shutdown(fd, how)
     }
 }
 
@@ -123,7 +200,9 @@ pub fn rcv_buf<S: SockOps, P: Poller>(
             break;
         }
         let want = first.len().min(max - done);
-        match cx.recv_with(ops, fd, &mut first[..want], connecting) {
+        // raw_sock reads straight from the socket for its owner: a short
+        // read is drained (ShortRead::of(&RawSock)), the one rule it may use.
+        match cx.recv_with_rule(&mut Connecting::new(ops, connecting), fd, &mut first[..want], ShortRead::Drained) {
             Io::Done(n) => {
                 buf.commit(n);
                 done += n;
@@ -179,7 +258,8 @@ pub fn snd_buf<S: SockOps, P: Poller>(
         // More follows this call if the caller says so, or if this slice
         // is not the end of what we are about to send (the data wraps).
         let more = flags.contains(SendFlags::MORE) || n_try < buf.len().min(limit);
-        match cx.send_with(ops, fd, &first[..n_try], more, connecting) {
+        let msg = msg_flags(if more { SendFlags::MORE } else { SendFlags::empty() });
+        match cx.send_with(&mut Connecting::new(ops, connecting), fd, &first[..n_try], msg) {
             Io::Done(n) => {
                 buf.consume(n);
                 done += n;
@@ -248,8 +328,7 @@ pub fn rcv_pipe<S: SockOps, P: Poller>(
     let mut done = 0;
     while done < count {
         let want = count - done;
-        cx.counters_mut().splices += 1;
-        match ops.splice(fd, pipe.write_fd(), want) {
+        match cx.counted(ops).splice(fd, pipe.write_fd(), want) {
             Ok(0) => {
                 // The end of input, says splice; but it also stops at a TCP
                 // urgent mark with bytes queued behind it. A recv confirms
@@ -334,8 +413,7 @@ pub fn snd_pipe<S: SockOps, P: Poller>(ops: &mut S, cx: &mut Ctx<P>, conn: &mut 
     let fd = conn.fd();
     let mut done = 0;
     while pipe.data > 0 && !conn.flags.contains(ConnFlags::NO_SPLICE) {
-        cx.counters_mut().splices += 1;
-        match ops.splice(pipe.read_fd(), fd, pipe.data) {
+        match cx.counted(ops).splice(pipe.read_fd(), fd, pipe.data) {
             Ok(0) => break,
             Ok(n) => {
                 cx.mark_progress(fd);
@@ -367,8 +445,7 @@ pub fn drain_pipe<S: SockOps, P: Poller>(ops: &mut S, cx: &mut Ctx<P>, pipe: &mu
             break;
         }
         let want = first.len().min(pipe.data);
-        cx.counters_mut().reads += 1;
-        match ops.read(pipe.read_fd(), &mut first[..want]) {
+        match cx.counted(ops).read(pipe.read_fd(), &mut first[..want]) {
             Ok(0) => break,
             Ok(n) => {
                 buf.commit(n);
@@ -388,8 +465,7 @@ pub fn shut_write<S: SockOps, P: Poller>(ops: &mut S, cx: &mut Ctx<P>, conn: &mu
         return;
     }
     conn.flags |= ConnFlags::SOCK_WR_SH;
-    cx.counters_mut().other += 1;
-    if let Err(e) = ops.shutdown(conn.fd(), libc::SHUT_WR) {
+    if let Err(e) = cx.counted(ops).shutdown(conn.fd(), libc::SHUT_WR) {
         log::debug!("fd {}: shutdown(SHUT_WR): {e}", conn.fd());
     }
     cx.set_state(conn.fd(), FdState::SEND_SHUT, FdState::SEND_ACTIVE);

@@ -7,9 +7,18 @@
 //! Tests substitute a type that scripts errno sequences, short reads and
 //! splice failures, and falls through to [`Real`] for everything else, so
 //! each platform's quirks run on a Linux host over real sockets.
+//!
+//! Syscalls are counted here too, in one place: [`Counted`] wraps any
+//! `SockOps` and adds each call to the loop's [`Counters`] (obtained with
+//! [`Ctx::counted`](crate::Ctx::counted)). Every socket syscall of the loop's
+//! I/O helpers, of the transports and of the connection layer goes through
+//! it, so none is counted by hand.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use crate::counters::Counters;
 
 /// The socket syscalls the transport makes. Each returns the kernel's
 /// result; EINTR is returned, not retried (the transport retries it).
@@ -32,6 +41,17 @@ pub trait SockOps {
     fn so_error(&mut self, fd: RawFd) -> io::Result<i32>;
     /// shutdown(2).
     fn shutdown(&mut self, fd: RawFd, how: libc::c_int) -> io::Result<()>;
+    /// socket(2): a new stream socket of `domain` (`AF_INET`, `AF_INET6`).
+    /// By default the real call ([`Real`]), so a test seam scripts it only
+    /// if it wants to.
+    fn socket(&mut self, domain: libc::c_int) -> io::Result<OwnedFd> {
+        Real.socket(domain)
+    }
+    /// connect(2) of `fd` to `addr`; a non-blocking socket says
+    /// EINPROGRESS, returned as the error it is. By default the real call.
+    fn connect(&mut self, fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+        Real.connect(fd, addr)
+    }
 }
 
 /// The real syscalls.
@@ -97,5 +117,80 @@ impl SockOps for Real {
     fn shutdown(&mut self, fd: RawFd, how: libc::c_int) -> io::Result<()> {
         // SAFETY: shutdown with integer arguments.
         ret(unsafe { libc::shutdown(fd, how) } as isize).map(drop)
+    }
+
+    fn socket(&mut self, domain: libc::c_int) -> io::Result<OwnedFd> {
+        // SAFETY: socket() with integer arguments; the result is checked.
+        let s = ret(unsafe { libc::socket(domain, libc::SOCK_STREAM, 0) } as isize)?;
+        // SAFETY: `s` is a new socket that nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(s as RawFd) })
+    }
+
+    fn connect(&mut self, fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+        let (ss, len) = crate::sys::std_to_sockaddr(addr);
+        // SAFETY: `ss` holds a sockaddr of `len` bytes, live during the call.
+        ret(unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } as isize).map(drop)
+    }
+}
+
+/// A [`SockOps`] that counts every call in [`Counters`]: recv and read in
+/// `reads`, send in `writes`, splice in `splices`, getsockopt(SO_ERROR),
+/// shutdown, socket and connect in `other`; EINTR and EAGAIN calls included, as the
+/// kernel saw them. Made per call with [`Ctx::counted`](crate::Ctx::counted);
+/// generic and inline, so it costs the additions and nothing else.
+#[derive(Debug)]
+pub struct Counted<'a, S> {
+    ops: &'a mut S,
+    counters: &'a mut Counters,
+}
+
+impl<'a, S: SockOps> Counted<'a, S> {
+    /// Counts the calls made through `ops` in `counters`.
+    #[inline]
+    pub fn new(ops: &'a mut S, counters: &'a mut Counters) -> Self {
+        Counted { ops, counters }
+    }
+}
+
+impl<S: SockOps> SockOps for Counted<'_, S> {
+    #[inline]
+    fn recv(&mut self, fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+        self.counters.reads += 1;
+        self.ops.recv(fd, buf, flags)
+    }
+    #[inline]
+    fn send(&mut self, fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+        self.counters.writes += 1;
+        self.ops.send(fd, buf, flags)
+    }
+    #[inline]
+    fn splice(&mut self, from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+        self.counters.splices += 1;
+        self.ops.splice(from, to, len)
+    }
+    #[inline]
+    fn read(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+        self.counters.reads += 1;
+        self.ops.read(fd, buf)
+    }
+    #[inline]
+    fn so_error(&mut self, fd: RawFd) -> io::Result<i32> {
+        self.counters.other += 1;
+        self.ops.so_error(fd)
+    }
+    #[inline]
+    fn shutdown(&mut self, fd: RawFd, how: libc::c_int) -> io::Result<()> {
+        self.counters.other += 1;
+        self.ops.shutdown(fd, how)
+    }
+    #[inline]
+    fn socket(&mut self, domain: libc::c_int) -> io::Result<OwnedFd> {
+        self.counters.other += 1;
+        self.ops.socket(domain)
+    }
+    #[inline]
+    fn connect(&mut self, fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+        self.counters.other += 1;
+        self.ops.connect(fd, addr)
     }
 }

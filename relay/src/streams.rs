@@ -81,7 +81,6 @@ impl Worker {
             self.release_slot();
             return;
         }
-        front.xprt_init();
         let back = match self.connect_back(cx, slot, server) {
             Ok(b) => b,
             Err(e) => {
@@ -109,13 +108,13 @@ impl Worker {
     }
 
     pub(crate) fn connect_back(&mut self, cx: &mut Ctx, slot: usize, server: usize) -> io::Result<Connection> {
-        let mut back = Connection::connect(self.shared.servers[server].addr)?;
-        cx.counters_mut().other += 2; // socket + connect
+        let mut back = Connection::connect_with(&mut Real, cx, self.shared.servers[server].addr)?;
         if let Err(e) = back.ctrl_init(cx, Owner::Back(slot).encode(), FdState::SEND_ACTIVE) {
             back.force_close(cx);
             return Err(e);
         }
-        back.xprt_init();
+        // The transports are initialised by the stream (Stream::new,
+        // replace_back).
         Ok(back)
     }
 
