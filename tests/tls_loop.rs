@@ -228,12 +228,37 @@ fn tls_garbage_after_the_handshake_is_a_protocol_error() {
     });
 }
 
+/// The log lines of this test binary that speak of a truncation, kept by
+/// a logger installed once.
+static TRUNCATIONS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+struct Keep;
+
+impl log::Log for Keep {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        let line = r.args().to_string();
+        if line.contains("truncation") {
+            TRUNCATIONS.lock().unwrap().push(line);
+        }
+    }
+    fn flush(&self) {}
+}
+
 /// A client that shuts its socket without close_notify after its data:
-/// the server gets every byte, then TlsTruncated, not a clean close.
+/// the server gets every byte, then TlsTruncated, not a clean close, and
+/// one log line says so with the fd.
 #[test]
 fn tls_eof_without_close_notify_is_a_truncation() {
+    static KEEP: Keep = Keep;
+    if log::set_logger(&KEEP).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     let combos = common::combos("tls_truncation");
     common::run_matrix("tls_truncation", &combos, |c| {
+        let before = TRUNCATIONS.lock().unwrap().len();
         let k = cert(NAME, false);
         let mut el = c.new_loop();
         let mut h = pair(&mut el, &k, &k, NAME, 40_000, 0);
@@ -243,7 +268,18 @@ fn tls_eof_without_close_notify_is_a_truncation() {
         let s = &h.ends[0];
         assert_eq!((s.got, s.bad_at), (40_000, None), "the bytes before the truncation");
         assert_eq!(s.error(), ConnError::TlsTruncated, "{}", tlsend::describe(&h));
-        "40000 bytes, then TlsTruncated".into()
+        // Once more after the error: no second line.
+        let fd = h.ends[0].conn.fd();
+        for _ in 0..3 {
+            el.run_once(&mut h, Some(Duration::from_millis(5))).unwrap();
+        }
+        let e = &mut h.ends[0];
+        let mut spare = anypoll::buffer::Buffer::with_capacity(64);
+        assert_eq!(e.tls.rcv_buf(&mut anypoll::sockops::Real, el.cx(), &mut e.conn, &mut spare, 64), 0);
+        let lines = TRUNCATIONS.lock().unwrap()[before..].to_vec();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(&format!("fd {fd}:")), "{lines:?}");
+        format!("40000 bytes, then TlsTruncated; logged: {}", lines[0])
     });
 }
 

@@ -291,13 +291,13 @@ impl Tls {
                     self.plain = 0;
                     break;
                 }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    // rustls's words here are long; ours say it all.
+                    self.fail(ops, cx, conn, ConnError::TlsTruncated, &"the socket's EOF came first");
+                    return (done, true);
+                }
                 Err(e) => {
-                    let err = if e.kind() == io::ErrorKind::UnexpectedEof {
-                        ConnError::TlsTruncated
-                    } else {
-                        ConnError::TlsProtocol
-                    };
-                    self.fail(ops, cx, conn, err, &e);
+                    self.fail(ops, cx, conn, ConnError::TlsProtocol, &e);
                     return (done, true);
                 }
             }
