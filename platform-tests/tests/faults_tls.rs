@@ -1,10 +1,12 @@
 //! Property-based fault injection for the TLS transport (issue 12 §4):
 //! the counterpart of `faults.rs` for [`Tls`], through the same seam.
 //!
-//! Each case runs a TLS server end in the real loop over a socketpair; a
-//! rustls client in the test thread (no faults on its side) sends `up`
-//! bytes then `close_notify`, and reads what the server sends. Every
-//! socket syscall of the server goes through [`Faults`], whose per-call
+//! Each case runs a TLS end in the real loop over a socketpair, the
+//! server side or (in half the cases) the client side; a plain rustls
+//! peer in the test thread (no faults on its side) sends `up` bytes then
+//! `close_notify`, and reads what the loop's end sends. Below, "server"
+//! is the loop's end whichever side it is. Every
+//! socket syscall of the loop's end goes through [`Faults`], whose per-call
 //! outcome is the next entry of a generated sequence: EAGAIN, EINTR, a
 //! short read or write, ECONNRESET, or the real call (also once the
 //! sequence is exhausted). The first calls fall in the handshake, later
@@ -125,6 +127,7 @@ impl SockOps for Faults {
 /// Faults that took effect, cases with a reset, for the summary.
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 static HARD: AtomicU64 = AtomicU64::new(0);
+static CLIENT_SIDE: AtomicU64 = AtomicU64::new(0);
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed).wrapping_add((i >> 8) as u8)).collect()
@@ -181,10 +184,10 @@ impl Handler for Server {
     }
 }
 
-/// The client in the test thread, plain rustls over a non-blocking socket.
+/// The peer in the test thread, plain rustls over a non-blocking socket.
 struct Client {
     sock: UnixStream,
-    tls: rustls::ClientConnection,
+    tls: rustls::Connection,
     up: Vec<u8>,
     sent: usize,
     notified: bool,
@@ -255,6 +258,8 @@ impl Client {
 
 #[derive(Debug, Clone)]
 struct Case {
+    /// The loop's end is the TLS client (the peer is the server).
+    client_side: bool,
     up: usize,
     down: usize,
     acts: Vec<Act>,
@@ -273,12 +278,12 @@ fn act() -> impl Strategy<Value = Act> {
 /// A quarter of the cases keep their resets; the others check that every
 /// byte arrives.
 fn case() -> impl Strategy<Value = Case> {
-    (0usize..40_000, 0usize..40_000, prop::collection::vec(act(), 0..120), 0u8..4).prop_map(
-        |(up, down, mut acts, k)| {
+    (any::<bool>(), 0usize..40_000, 0usize..40_000, prop::collection::vec(act(), 0..120), 0u8..4).prop_map(
+        |(client_side, up, down, mut acts, k)| {
             if k != 0 {
                 acts.retain(|a| *a != Act::Reset);
             }
-            Case { up, down, acts }
+            Case { client_side, up, down, acts }
         },
     )
 }
@@ -298,7 +303,13 @@ fn run(case: &Case, scfg: &Arc<rustls::ServerConfig>, ccfg: &Arc<rustls::ClientC
     let mut el = EventLoop::from_env().unwrap();
     let mut conn = Connection::from_connected(OwnedFd::from(a));
     conn.ctrl_init(el.cx(), 0, FdState::RECV_ACTIVE | FdState::SEND_ACTIVE).unwrap();
-    let mut tls = Tls::server(scfg.clone()).unwrap();
+    let name = "anypoll.test";
+    let (mut tls, peer): (Tls, rustls::Connection) = if case.client_side {
+        (Tls::client(ccfg.clone(), name).unwrap(), rustls::ServerConnection::new(scfg.clone()).unwrap().into())
+    } else {
+        let c = rustls::ClientConnection::new(ccfg.clone(), name.try_into().unwrap()).unwrap();
+        (Tls::server(scfg.clone()).unwrap(), c.into())
+    };
     tls.init(&mut conn);
     let fd = conn.fd();
     let mut s = Server {
@@ -314,7 +325,7 @@ fn run(case: &Case, scfg: &Arc<rustls::ServerConfig>, ccfg: &Arc<rustls::ClientC
     };
     let mut c = Client {
         sock: b,
-        tls: rustls::ClientConnection::new(ccfg.clone(), "anypoll.test".try_into().unwrap()).unwrap(),
+        tls: peer,
         up: pattern(1, case.up),
         sent: 0,
         notified: false,
@@ -368,6 +379,7 @@ fn run(case: &Case, scfg: &Arc<rustls::ServerConfig>, ccfg: &Arc<rustls::ClientC
     }
     FAULTS.fetch_add(s.ops.faults, Ordering::Relaxed);
     HARD.fetch_add(s.ops.hard as u64, Ordering::Relaxed);
+    CLIENT_SIDE.fetch_add(case.client_side as u64, Ordering::Relaxed);
     s.conn.force_close(el.cx());
     prop_assert_eq!(el.cx().fd_count(), 0, "fd {} still registered", fd);
     Ok(())
@@ -384,10 +396,12 @@ fn tls_survives_scripted_faults_in_handshake_and_data() {
     let start = Instant::now();
     runner.run(&case(), |c| run(&c, &scfg, &ccfg)).unwrap();
     let (faults, hard) = (FAULTS.load(Ordering::Relaxed), HARD.load(Ordering::Relaxed));
+    let client_side = CLIENT_SIDE.load(Ordering::Relaxed);
     println!(
-        "faults_tls: {cases} cases in {:?}: {faults} faults took effect, {hard} cases with a reset",
+        "faults_tls: {cases} cases in {:?} ({client_side} on the client side): {faults} faults took effect, {hard} cases with a reset",
         start.elapsed()
     );
+    assert!(client_side > 0 && client_side < cases as u64, "{client_side} of {cases} cases on the client side");
     assert!(faults > cases as u64, "the faults did not take effect");
     assert!(hard > 0 && hard < cases as u64, "{hard} of {cases} cases had a reset: the mix is wrong");
 }
