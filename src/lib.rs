@@ -20,6 +20,7 @@
 //! * [`connection`]: a connection that owns its socket, its registration and its state.
 //! * [`transport`]: the [`Transport`](transport::Transport) seam (HAProxy's `xprt_ops`).
 //! * [`raw_sock`]: the plain-socket transport, one behaviour over every platform's errnos.
+//! * `tls` (feature `tls`): TLS over rustls, the second transport; it hides the fd's readiness.
 //! * [`sockops`]: the seam between the transport and the kernel's socket calls.
 //! * [`stream`]: two-way forwarding between two connections, with half-close.
 //! * [`bufconn`]: a buffered connection for embedders (libevent's bufferevent): line and
@@ -69,6 +70,8 @@ pub mod sockops;
 pub mod stream;
 pub mod sys;
 pub mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 
 pub use anypoll_backends::{os_error, OpError};
