@@ -147,6 +147,16 @@ pub fn caps_string(caps: anypoll_backends::Capabilities) -> String {
     caps.iter_names().map(|(n, _)| n).collect::<Vec<_>>().join("|")
 }
 
+/// `anypoll probe`'s line about TLS: whether this build has the TLS
+/// transport, and over what.
+pub fn tls_line() -> &'static str {
+    if anypoll_relay::tls_settings::TLS_BUILT {
+        "tls: built in (rustls 0.23, ring)"
+    } else {
+        "tls: not built (feature tls)"
+    }
+}
+
 fn probe(flag: Option<&str>) -> ExitCode {
     println!("{:<8} {:>4}  {:<32} capabilities", "backend", "pref", "test");
     for b in registry::backends() {
@@ -157,6 +167,7 @@ fn probe(flag: Option<&str>) -> ExitCode {
         };
         println!("{:<8} {:>4}  {:<32} {}", b.name, b.preference, result, caps);
     }
+    println!("{}", tls_line());
     match choose_poller(flag) {
         Ok((p, source)) => {
             println!("will use {} (from {source})", p.name());

@@ -42,6 +42,7 @@ pub mod config;
 mod stats;
 mod streams;
 mod tag;
+pub mod tls_settings;
 mod worker;
 
 use std::collections::VecDeque;
