@@ -106,6 +106,52 @@ pub enum ConnError {
     PollErrNoErrno,
     /// Any other errno.
     Os(i32),
+    /// The TLS handshake failed: not TLS (plaintext), a malformed or
+    /// unexpected message, no protocol or cipher in common.
+    TlsHandshake,
+    /// The peer's TLS certificate was refused, and why.
+    TlsBadCert(CertProblem),
+    /// The peer sent a fatal TLS alert: its code (RFC 8446 §6), e.g. 48
+    /// (unknown CA) when it refused our certificate.
+    TlsAlert(u8),
+    /// A TLS record after the handshake was malformed or failed to decrypt.
+    TlsProtocol,
+    /// The socket reached EOF in the middle of the TLS handshake.
+    TlsUnexpectedEof,
+    /// The socket reached EOF after the handshake without the peer's
+    /// `close_notify`: the data may have been cut (a truncation, not a
+    /// clean close).
+    TlsTruncated,
+}
+
+/// Why a TLS certificate was refused ([`ConnError::TlsBadCert`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertProblem {
+    /// Not issued by a trusted CA.
+    UnknownIssuer,
+    /// Past its `notAfter`.
+    Expired,
+    /// Before its `notBefore`.
+    NotYetValid,
+    /// Not valid for the name the client asked for.
+    WrongName,
+    /// Revoked.
+    Revoked,
+    /// A bad signature, a bad encoding or another refusal.
+    Other,
+}
+
+impl std::fmt::Display for CertProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CertProblem::UnknownIssuer => "issued by an unknown CA",
+            CertProblem::Expired => "expired",
+            CertProblem::NotYetValid => "not valid yet",
+            CertProblem::WrongName => "not valid for the server name",
+            CertProblem::Revoked => "revoked",
+            CertProblem::Other => "invalid",
+        })
+    }
 }
 
 impl ConnError {
@@ -139,6 +185,12 @@ impl std::fmt::Display for ConnError {
             ConnError::Unreachable => f.write_str("unreachable"),
             ConnError::PollErrNoErrno => f.write_str("the poller reported an error that SO_ERROR does not name"),
             ConnError::Os(e) => write!(f, "{}", io::Error::from_raw_os_error(*e)),
+            ConnError::TlsHandshake => f.write_str("TLS handshake failed"),
+            ConnError::TlsBadCert(why) => write!(f, "TLS certificate refused: {why}"),
+            ConnError::TlsAlert(code) => write!(f, "the peer sent TLS alert {code}"),
+            ConnError::TlsProtocol => f.write_str("bad TLS record"),
+            ConnError::TlsUnexpectedEof => f.write_str("EOF in the middle of the TLS handshake"),
+            ConnError::TlsTruncated => f.write_str("EOF without TLS close_notify (truncation)"),
         }
     }
 }

@@ -19,6 +19,7 @@
 //!   socket, the plain-socket transport, and two-way forwarding.
 //! * [`transport`]: the [`Transport`](transport::Transport) seam (HAProxy's
 //!   `xprt_ops`), which [`RawSock`](transport::RawSock) fills in.
+//! * `tls` (feature `tls`): TLS over rustls, the second transport.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -41,6 +42,8 @@ pub mod sockops;
 pub mod stream;
 pub mod sys;
 pub mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 
 pub use counters::Counters;

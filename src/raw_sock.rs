@@ -64,7 +64,7 @@ fn read0<P: Poller>(cx: &mut Ctx<P>, conn: &mut Connection) {
 
 /// The connection error of an [`Io::Error`] from the loop: its errno, or
 /// [`ConnError::PollErrNoErrno`] for the loop's "ERR without errno".
-fn conn_error(e: &std::io::Error) -> ConnError {
+pub(crate) fn conn_error(e: &std::io::Error) -> ConnError {
     e.raw_os_error().map_or(ConnError::PollErrNoErrno, ConnError::from_errno)
 }
 
