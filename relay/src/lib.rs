@@ -59,6 +59,7 @@ use anypoll::counters::Counters;
 use anypoll::listener::bind;
 use anypoll::stream::{Pools, Stream};
 use anypoll::timer::TimerId;
+use anypoll::transport::RawSock;
 use anypoll::{EventLoop, Signal};
 use check::Health;
 use config::RelayConfig;
@@ -281,7 +282,7 @@ pub(crate) struct Worker {
 
 /// A live stream and what the relay tracks of it.
 pub(crate) struct Entry {
-    pub(crate) stream: Stream,
+    pub(crate) stream: Stream<RawSock, RawSock>,
     pub(crate) server: usize,
     pub(crate) tried: u32,
     pub(crate) peer: SocketAddr,
@@ -309,7 +310,7 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    pub(crate) fn of(s: &Stream) -> Seen {
+    pub(crate) fn of(s: &Stream<RawSock, RawSock>) -> Seen {
         Seen {
             from_client: s.req.bytes_in,
             to_client: s.res.bytes_out,

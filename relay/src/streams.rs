@@ -81,7 +81,6 @@ impl Worker {
             self.release_slot();
             return;
         }
-        front.xprt_init();
         let back = match self.connect_back(cx, slot, server) {
             Ok(b) => b,
             Err(e) => {
@@ -115,7 +114,8 @@ impl Worker {
             back.force_close(cx);
             return Err(e);
         }
-        back.xprt_init();
+        // The transports are initialised by the stream (Stream::new,
+        // replace_back).
         Ok(back)
     }
 
