@@ -150,7 +150,7 @@ pub fn caps_string(caps: anypoll_backends::Capabilities) -> String {
 /// `anypoll probe`'s line about TLS: whether this build has the TLS
 /// transport, and over what.
 pub fn tls_line() -> &'static str {
-    if anypoll_relay::tls_settings::TLS_BUILT {
+    if cfg!(feature = "tls") {
         "tls: built in (rustls 0.23, ring)"
     } else {
         "tls: not built (feature tls)"

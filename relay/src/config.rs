@@ -517,6 +517,17 @@ impl RelayConfig {
         })
     }
 
+    /// The name server `i`'s certificate is verified against with
+    /// `--server-tls`: `--server-name`, else its host as written, else (a
+    /// configuration built in code, without hosts) its IP address.
+    pub fn server_name(&self, i: usize) -> String {
+        match (self.server_tls.as_ref().and_then(|t| t.name.clone()), self.server_hosts.get(i)) {
+            (Some(n), _) => n,
+            (None, Some(h)) => h.clone(),
+            (None, None) => self.servers.get(i).map(|a| a.ip().to_string()).unwrap_or_default(),
+        }
+    }
+
     /// Checks the settings hang together.
     pub fn validate(&self) -> Result<(), String> {
         if self.listen.is_empty() {

@@ -20,9 +20,8 @@ use crate::config::printable;
 
 /// Whether this build can run TLS (anypoll's `tls` feature, forwarded by
 /// the relay's `tls` feature). Without it, any TLS setting is refused at
-/// start-up with one line saying so. (False until the TLS transport is
-/// wired into the relay's streams.)
-pub const TLS_BUILT: bool = false;
+/// start-up with one line saying so.
+pub const TLS_BUILT: bool = cfg!(feature = "tls");
 
 /// TLS termination on the listeners.
 #[derive(Debug, Clone, PartialEq, Eq)]
