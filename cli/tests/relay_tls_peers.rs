@@ -164,6 +164,34 @@ fn plain_client_through_tls_to_the_server() {
     fds_back(&p, base);
 }
 
+/// A plain client that sends its request and half-closes at once, before
+/// the relay's handshake with the server is done: the request must reach
+/// the server before the relay's `close_notify` (which must wait for the
+/// handshake), and the reply come back whole.
+#[test]
+fn a_half_close_during_the_server_handshake_loses_nothing() {
+    use std::io::{Read, Write};
+    let pki = Pki::new("halfclose");
+    let dir = files("halfclose-files");
+    let srv = SServer::start(&dir.0, &pki.file("srv.pem"), &pki.file("srv.key"));
+    let server = format!("localhost:{}", srv.addr.port());
+    let (p, addr) = relay(&["--server", &server, "--server-tls", "--ca", &pki.file("ca.pem")]);
+    let base = baseline(&p, addr);
+    let expected = std::fs::read(dir.0.join("small")).expect("small");
+    for i in 0..3 {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        s.write_all(b"GET /small HTTP/1.0\r\n\r\n").expect("request");
+        s.shutdown(std::net::Shutdown::Write).expect("half-close");
+        let mut body = Vec::new();
+        let r = s.read_to_end(&mut body);
+        let at = body.windows(4).position(|w| w == b"\r\n\r\n").map(|a| a + 4);
+        assert!(at.is_some(), "round {i}: no HTTP reply ({r:?}, {} B)\n{}", body.len(), p.log_text());
+        assert_eq!(&body[at.unwrap_or(0)..], &expected[..], "round {i}: the file after a half-close");
+    }
+    fds_back(&p, base);
+}
+
 #[test]
 fn openssl_s_client_through_tls_termination_to_s_server() {
     let pki = Pki::new("sclient");
