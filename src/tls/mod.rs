@@ -5,7 +5,7 @@
 //! # Driving it
 //!
 //! A [`Tls`] is the per-connection session; it is handed the connection's
-//! [`SockOps`] and the loop's [`Ctx`] on every call, like [`RawSock`], and
+//! [`SockOps`] and the loop's [`Ctx`] on every call, like [`RawSock`](crate::transport::RawSock), and
 //! makes every socket syscall through them (so fault injection and syscall
 //! counting cover it).
 //!
@@ -188,20 +188,29 @@ impl Tls {
         &self.tls
     }
 
-    /// Records a TLS error: the queued alert is flushed first (best
-    /// effort), then the connection's error is set and logged once.
-    fn fail<S: SockOps, P: Poller>(&mut self, ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection, err: ConnError) {
-        if usable(conn, ConnFlags::SOCK_WR_SH) {
-            self.flush(ops, cx, conn);
-        }
+    /// Records a TLS error, logged once with the fd and `detail` (rustls's
+    /// words), then flushes the alert rustls queued for the peer (best
+    /// effort: the error set first stays the connection's error).
+    fn fail<S: SockOps, P: Poller>(
+        &mut self,
+        ops: &mut S,
+        cx: &mut Ctx<P>,
+        conn: &mut Connection,
+        err: ConnError,
+        detail: &dyn std::fmt::Display,
+    ) {
+        let could_write = usable(conn, ConnFlags::SOCK_WR_SH);
         if !self.logged {
             self.logged = true;
             let side = if matches!(self.tls, rustls::Connection::Server(_)) { "server" } else { "client" };
-            log::info!("fd {}: tls {side}: {err}", conn.fd());
+            log::info!("fd {}: tls {side}: {err} ({detail})", conn.fd());
         }
         self.plain = 0;
         self.end_pending = false;
         conn.set_error(err);
+        if could_write {
+            self.flush(ops, cx, conn);
+        }
     }
 
     /// Writes what rustls has queued. Returns true when nothing is left.
@@ -246,6 +255,20 @@ impl Tls {
         cx.set_state(conn.fd(), FdState::RECV_SHUT, FdState::empty());
     }
 
+    /// The readiness TLS hides: while rustls holds plaintext (or an end of
+    /// input) for the owner, the fd stays recv-READY and the call counts as
+    /// progress, so the loop calls the owner again without waiting on the
+    /// socket, which may have nothing more to say. Bytes delivered from
+    /// rustls's buffer alone are progress too.
+    fn keep_ready<P: Poller>(&self, cx: &mut Ctx<P>, fd: std::os::fd::RawFd, delivered: usize) {
+        if self.rcv_pending() {
+            cx.may_recv(fd);
+        }
+        if delivered > 0 || self.rcv_pending() {
+            cx.mark_progress(fd);
+        }
+    }
+
     /// Hands buffered plaintext to `buf`, at most `max` bytes. Returns the
     /// bytes and whether the input is finished (ended, or failed).
     fn deliver<S: SockOps, P: Poller>(
@@ -283,7 +306,7 @@ impl Tls {
                     } else {
                         ConnError::TlsProtocol
                     };
-                    self.fail(ops, cx, conn, err);
+                    self.fail(ops, cx, conn, err, &e);
                     return (done, true);
                 }
             }
@@ -339,7 +362,7 @@ impl Transport for Tls {
             match r {
                 Ok(0) => {
                     if self.tls.is_handshaking() {
-                        self.fail(ops, cx, conn, ConnError::TlsUnexpectedEof);
+                        self.fail(ops, cx, conn, ConnError::TlsUnexpectedEof, &"the socket's EOF");
                         return done;
                     }
                     // Clean (`close_notify` came) or a truncation: the
@@ -360,7 +383,7 @@ impl Transport for Tls {
                     }
                     Err(e) => {
                         let err = errors::conn_error(&e, self.tls.is_handshaking());
-                        self.fail(ops, cx, conn, err);
+                        self.fail(ops, cx, conn, err, &e);
                         return done;
                     }
                 },
@@ -371,8 +394,7 @@ impl Transport for Tls {
                         // rustls's own refusal (its plaintext buffer is
                         // full): cannot happen, plaintext is drained first.
                         End::Open | End::Eof => {
-                            log::warn!("fd {fd}: tls: read_tls: {e}");
-                            self.fail(ops, cx, conn, ConnError::TlsProtocol);
+                            self.fail(ops, cx, conn, ConnError::TlsProtocol, &e);
                         }
                     }
                     return done;
@@ -382,6 +404,7 @@ impl Transport for Tls {
         if buf.is_full() {
             conn.flags |= ConnFlags::WAIT_ROOM;
         }
+        self.keep_ready(cx, fd, done);
         done
     }
 

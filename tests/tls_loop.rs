@@ -1,0 +1,309 @@
+//! The TLS transport over real loopback sockets and the real loop, on
+//! every backend and strategy built here: handshake and data both ways,
+//! large transfers, half-close with close_notify, truncation, refused
+//! certificates, plaintext and garbage sent to a TLS server, a client
+//! that stalls in the middle of its handshake.
+
+mod common;
+mod tlsend;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anypoll::connection::{CertProblem, ConnError, ConnFlags};
+use anypoll::tls::{rustls, Tls};
+use anypoll::transport::Transport;
+use anypoll::{Ctx, EventLoop, Handler, IoEvent, TimerId};
+use tlsend::{cert, configs, run_until, tcp_fds, End, Pair, Then, NAME};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A client end (owner 1) and a server end (owner 0) over loopback TCP.
+fn pair(el: &mut EventLoop, server_cert: &tlsend::Cert, ca: &tlsend::Cert, name: &str, up: u64, down: u64) -> Pair {
+    let (scfg, ccfg) = configs(server_cert, ca);
+    let (c, s) = tcp_fds();
+    let mut server = End::new(s, Tls::server(scfg).unwrap(), 2, 1, down);
+    let mut client = End::new(c, Tls::client(ccfg, name).unwrap(), 1, 2, up);
+    server.register(el.cx(), 0);
+    client.register(el.cx(), 1);
+    Pair { ends: vec![server, client] }
+}
+
+/// Client → server `up` bytes, then close_notify; the server sends its
+/// `down` bytes only after it saw that close_notify (half-close), then its
+/// own. Both must end clean, with every byte, in order.
+fn transfer(combo: common::Combo, up: u64, down: u64, read_max: usize, limit: Duration) -> String {
+    let c = cert(NAME, false);
+    let mut el = combo.new_loop();
+    let mut h = pair(&mut el, &c, &c, NAME, up, down);
+    h.ends[0].send_after_eof = true;
+    h.ends[0].read_max = read_max;
+    h.ends[1].read_max = read_max;
+    let start = Instant::now();
+    let iters = run_until(&mut el, &mut h, limit, &combo.label(), |h| h.ends.iter().all(End::over));
+    let (s, cl) = (&h.ends[0], &h.ends[1]);
+    assert!(s.finished_clean() && cl.finished_clean(), "not clean: {}", tlsend::describe(&h));
+    assert_eq!((s.got, s.bad_at), (up, None), "server received");
+    assert_eq!((cl.got, cl.bad_at), (down, None), "client received");
+    assert_eq!(s.error(), ConnError::None);
+    format!(
+        "{up}+{down} bytes in {:?}, {iters} iterations, {} deliveries from rcv_pending",
+        start.elapsed(),
+        s.pending_deliveries + cl.pending_deliveries
+    )
+}
+
+#[test]
+fn tls_echo_both_ways_with_half_close() {
+    let combos = common::combos("tls_echo");
+    common::run_matrix("tls_echo", &combos, |c| transfer(c, 5000, 7000, usize::MAX, LIMIT));
+}
+
+/// The owner takes at most 500 bytes per call while records carry up to
+/// 16 KiB: the rest must come from rustls's buffer (`rcv_pending`) with no
+/// new readiness from the socket. The peer sends nothing more until it
+/// has everything, so waiting on the fd instead stalls the test.
+#[test]
+fn tls_buffered_plaintext_is_drained_before_waiting() {
+    let combos = common::combos("tls_drain");
+    common::run_matrix("tls_drain", &combos, |c| {
+        let detail = transfer(c, 64 * 1024, 48 * 1024, 500, Duration::from_secs(10));
+        assert!(!detail.ends_with(" 0 deliveries from rcv_pending"), "rcv_pending was never used: {detail}");
+        detail
+    });
+}
+
+#[test]
+fn tls_large_transfer_both_ways() {
+    let combos = common::combos("tls_large");
+    common::run_matrix("tls_large", &combos, |c| transfer(c, 16 << 20, 16 << 20, usize::MAX, LIMIT));
+}
+
+/// Runs a pair until one end has an error and the other is over or has
+/// one; returns (server error, client error).
+fn failing_pair(
+    combo: common::Combo,
+    server_cert: &tlsend::Cert,
+    ca: &tlsend::Cert,
+    name: &str,
+) -> (ConnError, ConnError) {
+    let mut el = combo.new_loop();
+    let mut h = pair(&mut el, server_cert, ca, name, 100, 100);
+    run_until(&mut el, &mut h, LIMIT, &combo.label(), |h| {
+        h.ends.iter().all(|e| e.over() || e.conn.flags.contains(ConnFlags::SOCK_RD_SH))
+            && h.ends.iter().any(|e| e.error() != ConnError::None)
+    });
+    assert_eq!(h.ends[0].got, 0, "the server received data from a refused client");
+    (h.ends[0].error(), h.ends[1].error())
+}
+
+#[test]
+fn tls_refused_certificates() {
+    let combos = common::combos("tls_refused");
+    common::run_matrix("tls_refused", &combos, |c| {
+        let good = cert(NAME, false);
+        let other = cert(NAME, false);
+        let expired = cert(NAME, true);
+        let cases = [
+            ("unknown CA", &good, &other, NAME, CertProblem::UnknownIssuer),
+            ("wrong name", &good, &good, "other.test", CertProblem::WrongName),
+            ("expired", &expired, &expired, NAME, CertProblem::Expired),
+        ];
+        for (what, sc, ca, name, why) in cases {
+            let (s, cl) = failing_pair(c, sc, ca, name);
+            assert_eq!(cl, ConnError::TlsBadCert(why), "{what}: client");
+            // The client tells the server with an alert.
+            assert!(matches!(s, ConnError::TlsAlert(_)), "{what}: server got {s:?}");
+        }
+        "unknown CA, wrong name, expired: refused by the client, alert at the server".into()
+    });
+}
+
+/// A server end alone, with a raw TCP peer in the test thread.
+fn lone_server(el: &mut EventLoop) -> (Pair, TcpStream) {
+    let c = cert(NAME, false);
+    let (scfg, _) = configs(&c, &c);
+    let (peer, s) = tcp_fds();
+    let mut server = End::new(s, Tls::server(scfg).unwrap(), 2, 1, 0);
+    server.then = Then::Stay;
+    server.register(el.cx(), 0);
+    let peer = TcpStream::from(peer);
+    peer.set_nonblocking(false).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    (Pair { ends: vec![server] }, peer)
+}
+
+/// Feeds `bytes` to a TLS server; it must fail its handshake with `want`,
+/// without panicking, and the peer must see the socket end.
+fn bad_input(combo: common::Combo, bytes: &[u8], want: ConnError) -> String {
+    let mut el = combo.new_loop();
+    let (mut h, mut peer) = lone_server(&mut el);
+    peer.write_all(bytes).unwrap();
+    run_until(&mut el, &mut h, LIMIT, &combo.label(), |h| h.ends[0].over());
+    assert_eq!(h.ends[0].error(), want, "{}", tlsend::describe(&h));
+    h.ends[0].conn.force_close(el.cx());
+    let mut reply = Vec::new();
+    let _ = peer.read_to_end(&mut reply);
+    format!("{want:?}, {} bytes of alert back", reply.len())
+}
+
+#[test]
+fn tls_plaintext_to_a_tls_server_fails_the_handshake() {
+    let combos = common::combos("tls_plaintext");
+    common::run_matrix("tls_plaintext", &combos, |c| {
+        bad_input(c, b"GET / HTTP/1.1\r\nHost: anypoll.test\r\n\r\n", ConnError::TlsHandshake)
+    });
+}
+
+#[test]
+fn tls_garbage_records_fail_cleanly() {
+    let combos = common::combos("tls_garbage");
+    common::run_matrix("tls_garbage", &combos, |c| {
+        // A well-framed application-data record of noise where the
+        // ClientHello should be.
+        let mut rec = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+        rec.extend((0..0x40u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        let first = bad_input(c, &rec, ConnError::TlsHandshake);
+        // A handshake record of noise.
+        let mut hs = vec![0x16, 0x03, 0x01, 0x00, 0x20];
+        hs.extend([0xA5u8; 0x20]);
+        let second = bad_input(c, &hs, ConnError::TlsHandshake);
+        format!("appdata noise: {first}; handshake noise: {second}")
+    });
+}
+
+/// After a good handshake and some data, noise on the client's socket
+/// where a record should be: the server says TlsProtocol.
+#[test]
+fn tls_garbage_after_the_handshake_is_a_protocol_error() {
+    let combos = common::combos("tls_garbage_data");
+    common::run_matrix("tls_garbage_data", &combos, |c| {
+        let k = cert(NAME, false);
+        let mut el = c.new_loop();
+        let mut h = pair(&mut el, &k, &k, NAME, 1000, 0);
+        h.ends[1].then = Then::Stay;
+        h.ends[0].then = Then::Stay;
+        run_until(&mut el, &mut h, LIMIT, &c.label(), |h| h.ends[0].got == 1000);
+        let mut rec = vec![0x17, 0x03, 0x03, 0x00, 0x30];
+        rec.extend([0x5Au8; 0x30]);
+        let fd = h.ends[1].conn.fd();
+        // SAFETY: `rec` is valid for reads of its length; fd is the client's open socket.
+        let n = unsafe { libc::send(fd, rec.as_ptr().cast(), rec.len(), libc::MSG_NOSIGNAL) };
+        assert_eq!(n, rec.len() as isize);
+        run_until(&mut el, &mut h, LIMIT, &c.label(), |h| h.ends[0].over());
+        assert_eq!(h.ends[0].error(), ConnError::TlsProtocol, "{}", tlsend::describe(&h));
+        "noise after 1000 bytes: TlsProtocol".into()
+    });
+}
+
+/// A client that shuts its socket without close_notify after its data:
+/// the server gets every byte, then TlsTruncated, not a clean close.
+#[test]
+fn tls_eof_without_close_notify_is_a_truncation() {
+    let combos = common::combos("tls_truncation");
+    common::run_matrix("tls_truncation", &combos, |c| {
+        let k = cert(NAME, false);
+        let mut el = c.new_loop();
+        let mut h = pair(&mut el, &k, &k, NAME, 40_000, 0);
+        h.ends[1].then = Then::FinWithoutNotify;
+        h.ends[0].then = Then::Stay;
+        run_until(&mut el, &mut h, LIMIT, &c.label(), |h| h.ends[0].over());
+        let s = &h.ends[0];
+        assert_eq!((s.got, s.bad_at), (40_000, None), "the bytes before the truncation");
+        assert_eq!(s.error(), ConnError::TlsTruncated, "{}", tlsend::describe(&h));
+        "40000 bytes, then TlsTruncated".into()
+    });
+}
+
+/// The first part of a real ClientHello, then silence.
+fn half_client_hello() -> Vec<u8> {
+    let k = cert(NAME, false);
+    let (_, ccfg) = configs(&k, &k);
+    let mut c = rustls::ClientConnection::new(ccfg, NAME.try_into().unwrap()).unwrap();
+    let mut hello = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut hello).unwrap();
+    }
+    hello.truncate(hello.len() / 2);
+    hello
+}
+
+/// The owner's handshake timeout, as an owner would write it.
+struct Timed {
+    pair: Pair,
+    timer: Option<TimerId>,
+    fired_while_handshaking: bool,
+}
+
+impl Handler for Timed {
+    fn io(&mut self, cx: &mut Ctx, ev: IoEvent) {
+        self.pair.io(cx, ev);
+    }
+    fn timer(&mut self, cx: &mut Ctx, _id: TimerId, _data: u64) {
+        let e = &mut self.pair.ends[0];
+        self.fired_while_handshaking = e.tls.is_handshaking();
+        if e.tls.is_handshaking() {
+            e.conn.set_error(ConnError::Timeout);
+            e.conn.force_close(cx);
+        }
+        self.timer = None;
+    }
+}
+
+#[test]
+fn tls_stalled_handshake_stays_pending_until_the_owner_times_out() {
+    let combos = common::combos("tls_stall");
+    let hello = half_client_hello();
+    common::run_matrix("tls_stall", &combos, |c| {
+        let mut el = c.new_loop();
+        let (pair, mut peer) = lone_server(&mut el);
+        peer.write_all(&hello).unwrap();
+        let timer = Some(el.cx().add_timer(Duration::from_millis(300), 7));
+        let mut h = Timed { pair, timer, fired_while_handshaking: false };
+        let start = Instant::now();
+        let mut iters = 0u64;
+        // Half-way through: still handshaking, no error, nothing to send.
+        while start.elapsed() < Duration::from_millis(150) {
+            el.run_once(&mut h, Some(Duration::from_millis(20))).unwrap();
+            iters += 1;
+        }
+        let e = &h.pair.ends[0];
+        assert!(e.tls.is_handshaking() && e.error() == ConnError::None, "{}", tlsend::describe(&h.pair));
+        assert!(!e.tls.snd_pending() && !e.tls.rcv_pending());
+        while h.timer.is_some() {
+            assert!(start.elapsed() < LIMIT, "the owner's timer did not fire");
+            el.run_once(&mut h, Some(Duration::from_millis(50))).unwrap();
+            iters += 1;
+        }
+        assert!(h.fired_while_handshaking);
+        assert!(h.pair.ends[0].conn.is_closed());
+        let calls = h.pair.ends[0].calls;
+        assert!(calls < 20, "{calls} io calls for one half ClientHello: a spin");
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).expect("the peer sees the close");
+        assert!(rest.is_empty(), "the server answered half a ClientHello");
+        let _ = peer.as_raw_fd();
+        format!("pending for 300 ms in {iters} iterations, {calls} io calls, closed by the owner's timer")
+    });
+}
+
+#[test]
+fn tls_config_errors_name_the_file() {
+    let d = tlsend::temp_dir();
+    let missing = d.join("missing.pem");
+    let e = anypoll::tls::server_config(&missing, &missing).unwrap_err();
+    assert!(e.to_string().contains("missing.pem"), "{e}");
+    let junk = d.join("junk.pem");
+    std::fs::write(&junk, "not a pem file\n").unwrap();
+    let e = anypoll::tls::client_config(&junk).unwrap_err();
+    assert!(e.to_string().contains("junk.pem") && e.to_string().contains("no PEM certificate"), "{e}");
+    let k = cert(NAME, false);
+    let certf = d.join("cert.pem");
+    std::fs::write(&certf, &k.cert).unwrap();
+    let e = anypoll::tls::server_config(&certf, &certf).unwrap_err();
+    assert!(e.to_string().contains("cert.pem") && e.to_string().contains("private key"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
+    let _: Option<OwnedFd> = None;
+}
