@@ -16,17 +16,11 @@ mod relay_common;
 mod relay_proc;
 mod tls_peers;
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use relay_common::wait_until;
-use relay_proc::*;
+use relay_proc::Proc;
 use tls_peers::*;
-
-/// The log filter of these relays: the routine lines and each stream's
-/// end (where TLS errors are named).
-const LOG: &str = "warn,anypoll_cli::relay=info,anypoll_relay=info,anypoll::tls=info";
 
 /// The files served: (name, seed, size). The last one is the large one.
 const FILES: [(&str, u64, usize); 3] =
@@ -39,40 +33,6 @@ fn files(tag: &str) -> TempDir {
         make_file(&d.0.join(name), seed, size);
     }
     d
-}
-
-/// Runs the relay with `args` after `--listen 127.0.0.1:0`; returns it and
-/// its address once it listens.
-fn relay(args: &[&str]) -> (Proc, SocketAddr) {
-    let all: Vec<&str> = ["relay", "--listen", "127.0.0.1:0"].into_iter().chain(args.iter().copied()).collect();
-    let p = Proc::spawn_with(&all, |c| {
-        c.env("RUST_LOG", LOG);
-    });
-    let (addrs, _) = p.wait_listening();
-    (p, addrs[0])
-}
-
-fn fds(p: &Proc) -> usize {
-    open_fds_below(p.pid(), u64::MAX).expect("/proc/PID/fd")
-}
-
-/// The relay's fd count at rest, the baseline of the leak checks. A
-/// worker thread makes its fds (the spare fd) after "listening" is
-/// logged, so one connection is made and closed first (the worker has
-/// run), then the count is taken once it held still for 300 ms.
-fn baseline(p: &Proc, addr: SocketAddr) -> usize {
-    drop(std::net::TcpStream::connect(addr).expect("connect to the relay"));
-    let (mut last, mut still) = (fds(p), 0);
-    for _ in 0..100 {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = fds(p);
-        still = if now == last { still + 1 } else { 0 };
-        last = now;
-        if still >= 6 {
-            break;
-        }
-    }
-    last
 }
 
 /// Fetches every file of `dir` through `base` (one curl, keep-alive) and
@@ -99,17 +59,6 @@ fn lost_lines(p: &Proc) -> Vec<String> {
         .collect()
 }
 
-/// The relay's fds come back to `base` (the clients and their server
-/// connections all closed) within 10 s.
-fn fds_back(p: &Proc, base: usize) {
-    if !wait_until(Duration::from_secs(10), || fds(p) == base) {
-        let list: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
-            .map(|d| d.filter_map(|e| Some(format!("{:?}", std::fs::read_link(e.ok()?.path()).ok()?))).collect())
-            .unwrap_or_default();
-        panic!("fds {base} → {}: {list:?}\n{}", fds(p), p.log_text());
-    }
-}
-
 #[test]
 fn curl_through_tls_termination_to_a_plain_server() {
     let pki = Pki::new("term");
@@ -123,7 +72,7 @@ fn curl_through_tls_termination_to_a_plain_server() {
     // By name (the certificate's DNS name) and by address (its IP SAN).
     fetch_all(&format!("https://localhost:{}", addr.port()), Some(&pki.file("ca.pem")), &dir, &out);
     fetch_all(&format!("https://{addr}"), Some(&pki.file("ca.pem")), &dir, &out);
-    fds_back(&p, base);
+    fds_back(&p, base, Duration::from_secs(10));
     assert_eq!(lost_lines(&p), Vec::<String>::new(), "nothing lost");
 }
 
@@ -147,7 +96,7 @@ fn curl_through_tls_on_both_sides_to_openssl_s_server() {
     ]);
     let base = baseline(&p, addr);
     fetch_all(&format!("https://{addr}"), Some(&pki.file("ca.pem")), &dir, &out);
-    fds_back(&p, base);
+    fds_back(&p, base, Duration::from_secs(10));
 }
 
 #[test]
@@ -161,7 +110,7 @@ fn plain_client_through_tls_to_the_server() {
     let (p, addr) = relay(&["--server", &server, "--server-tls", "--ca", &pki.file("ca.pem")]);
     let base = baseline(&p, addr);
     fetch_all(&format!("http://{addr}"), None, &dir, &out);
-    fds_back(&p, base);
+    fds_back(&p, base, Duration::from_secs(10));
 }
 
 /// A plain client that sends its request and half-closes at once, before
@@ -189,7 +138,7 @@ fn a_half_close_during_the_server_handshake_loses_nothing() {
         assert!(at.is_some(), "round {i}: no HTTP reply ({r:?}, {} B)\n{}", body.len(), p.log_text());
         assert_eq!(&body[at.unwrap_or(0)..], &expected[..], "round {i}: the file after a half-close");
     }
-    fds_back(&p, base);
+    fds_back(&p, base, Duration::from_secs(10));
 }
 
 #[test]
@@ -216,39 +165,11 @@ fn openssl_s_client_through_tls_termination_to_s_server() {
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-quiet", "-verify_return_error", "-CAfile", &pki.file("ca.pem")]);
     cmd.args(["-servername", "localhost", "-connect", &addr.to_string()]);
-    let (st, body) = run_with_input(&mut cmd, b"GET /small HTTP/1.0\r\n\r\n", Duration::from_secs(30));
+    let (st, body, _) = run_with_input(&mut cmd, b"GET /small HTTP/1.0\r\n\r\n", Duration::from_secs(30));
     assert!(st.success(), "s_client: {st}");
     let expected = std::fs::read(dir.0.join("small")).expect("small");
     let at = body.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP reply") + 4;
     assert!(body.starts_with(b"HTTP/1.0 200"), "{:?}", String::from_utf8_lossy(&body[..at]));
     assert_eq!(&body[at..], &expected[..], "the file through s_client → relay → s_server");
-    fds_back(&p, base);
-}
-
-/// Runs `cmd` with `input` on its stdin (then closed) and returns its
-/// status and stdout, killing it after `limit`.
-fn run_with_input(cmd: &mut Command, input: &[u8], limit: Duration) -> (std::process::ExitStatus, Vec<u8>) {
-    use std::io::{Read, Write};
-    use std::process::Stdio;
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
-    child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
-    let mut out = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let end = std::time::Instant::now() + limit;
-    let st = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if std::time::Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} still ran after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    (st, reader.join().expect("reader"))
+    fds_back(&p, base, Duration::from_secs(10));
 }

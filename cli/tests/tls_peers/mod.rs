@@ -17,7 +17,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::relay_common::{Backend, Gen};
+use crate::relay_common::{wait_until, Backend, Gen};
+use crate::relay_proc::{open_fds_below, Proc};
 
 /// `program`, or a panic that says to install it.
 pub fn need(program: &str) {
@@ -30,7 +31,17 @@ pub fn need(program: &str) {
 /// Runs `cmd` to its end, killing it after `limit`; returns the status and
 /// its stdout and stderr.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (ExitStatus, String, String) {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let (st, out, err) = run_with_input(cmd, b"", limit);
+    (st, String::from_utf8_lossy(&out).into_owned(), err)
+}
+
+/// Runs `cmd` with `input` on its stdin (then closed), killing it after
+/// `limit`; returns the status, its stdout (bytes) and its stderr.
+pub fn run_with_input(cmd: &mut Command, input: &[u8], limit: Duration) -> (ExitStatus, Vec<u8>, String) {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(input);
+    drop(stdin);
     let out = collect(child.stdout.take().expect("stdout"));
     let err = collect(child.stderr.take().expect("stderr"));
     let end = Instant::now() + limit;
@@ -45,17 +56,70 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (ExitStatus, String, S
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    (st, out.recv().unwrap_or_default(), err.recv().unwrap_or_default())
+    let err = String::from_utf8_lossy(&err.recv().unwrap_or_default()).into_owned();
+    (st, out.recv().unwrap_or_default(), err)
 }
 
-fn collect(mut r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+fn collect(mut r: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut s = Vec::new();
         let _ = r.read_to_end(&mut s);
-        let _ = tx.send(String::from_utf8_lossy(&s).into_owned());
+        let _ = tx.send(s);
     });
     rx
+}
+
+// ----- the relay under test -----
+
+/// The log filter of the TLS relays: the routine lines and each stream's
+/// end (where TLS errors are named).
+pub const LOG: &str = "warn,anypoll_cli::relay=info,anypoll_relay=info,anypoll::tls=info";
+
+/// Runs `anypoll relay --listen 127.0.0.1:0 ARGS` with [`LOG`]; returns it
+/// and its address once it listens.
+pub fn relay(args: &[&str]) -> (Proc, SocketAddr) {
+    let all: Vec<&str> = ["relay", "--listen", "127.0.0.1:0"].into_iter().chain(args.iter().copied()).collect();
+    let p = Proc::spawn_with(&all, |c| {
+        c.env("RUST_LOG", LOG);
+    });
+    let (addrs, _) = p.wait_listening();
+    (p, addrs[0])
+}
+
+/// The relay's open fds.
+pub fn fds(p: &Proc) -> usize {
+    open_fds_below(p.pid(), u64::MAX).expect("/proc/PID/fd")
+}
+
+/// The relay's fd count at rest, the baseline of the leak checks. A
+/// worker thread makes its fds (the spare fd) after "listening" is
+/// logged, so one connection is made and closed first (the worker has
+/// run), then the count is taken once it held still for 300 ms.
+pub fn baseline(p: &Proc, addr: SocketAddr) -> usize {
+    drop(TcpStream::connect(addr).expect("connect to the relay"));
+    let (mut last, mut still) = (fds(p), 0);
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = fds(p);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+        if still >= 6 {
+            break;
+        }
+    }
+    last
+}
+
+/// The relay's fds come back to `base` within `limit`; otherwise the
+/// panic lists what is open.
+pub fn fds_back(p: &Proc, base: usize, limit: Duration) {
+    if !wait_until(limit, || fds(p) == base) {
+        let list: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
+            .map(|d| d.filter_map(|e| Some(format!("{:?}", std::fs::read_link(e.ok()?.path()).ok()?))).collect())
+            .unwrap_or_default();
+        panic!("fds {base} → {}: {list:?}\n{}", fds(p), p.log_text());
+    }
 }
 
 /// A temporary directory, removed on drop.
