@@ -81,6 +81,36 @@ fn tls_large_transfer_both_ways() {
     common::run_matrix("tls_large", &combos, |c| transfer(c, 16 << 20, 16 << 20, usize::MAX, LIMIT));
 }
 
+/// The client side over a non-blocking connect still in progress when the
+/// handshake starts: its first flight waits for the connect (ENOTCONN or
+/// EINPROGRESS count as EAGAIN), then both ways complete.
+#[test]
+fn tls_client_over_a_pending_connect() {
+    let combos = common::combos("tls_connect");
+    common::run_matrix("tls_connect", &combos, |c| {
+        let k = cert(NAME, false);
+        let (scfg, ccfg) = configs(&k, &k);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let conn = anypoll::connection::Connection::connect(listener.local_addr().unwrap()).unwrap();
+        let pending = conn.flags.contains(ConnFlags::WAIT_L4_CONN);
+        let mut el = c.new_loop();
+        let mut client = End::over_conn(conn, Tls::client(ccfg, NAME).unwrap(), 1, 2, 30_000);
+        client.register(el.cx(), 1);
+        assert!(client.tls.snd_pending(), "the ClientHello is queued at once");
+        let (s, _) = listener.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut server = End::new(s.into(), Tls::server(scfg).unwrap(), 2, 1, 20_000);
+        server.register(el.cx(), 0);
+        let mut h = Pair { ends: vec![server, client] };
+        run_until(&mut el, &mut h, LIMIT, &c.label(), |h| h.ends.iter().all(End::over));
+        assert!(h.ends.iter().all(End::finished_clean), "{}", tlsend::describe(&h));
+        assert_eq!((h.ends[0].got, h.ends[0].bad_at), (30_000, None));
+        assert_eq!((h.ends[1].got, h.ends[1].bad_at), (20_000, None));
+        assert!(h.ends[1].conn.flags.contains(ConnFlags::L4_CONN));
+        format!("connect pending at the start: {pending}; 30000+20000 bytes")
+    });
+}
+
 /// Runs a pair until one end has an error and the other is over or has
 /// one; returns (server error, client error).
 fn failing_pair(

@@ -256,15 +256,17 @@ impl Tls {
     }
 
     /// The readiness TLS hides: while rustls holds plaintext (or an end of
-    /// input) for the owner, the fd stays recv-READY and the call counts as
-    /// progress, so the loop calls the owner again without waiting on the
-    /// socket, which may have nothing more to say. Bytes delivered from
-    /// rustls's buffer alone are progress too.
+    /// input) for the owner, the fd stays recv-READY, and bytes delivered
+    /// from rustls's buffer count as progress, so the loop calls the owner
+    /// again without waiting on the socket, which may have nothing more to
+    /// say. A call that delivered nothing (the owner's buffer is full) is
+    /// no progress: the loop does not call again until the owner changes
+    /// something, so a full buffer cannot spin.
     fn keep_ready<P: Poller>(&self, cx: &mut Ctx<P>, fd: std::os::fd::RawFd, delivered: usize) {
         if self.rcv_pending() {
             cx.may_recv(fd);
         }
-        if delivered > 0 || self.rcv_pending() {
+        if delivered > 0 {
             cx.mark_progress(fd);
         }
     }

@@ -106,8 +106,13 @@ pub struct End {
 
 impl End {
     pub fn new(sock: OwnedFd, tls: Tls, send_stream: usize, recv_stream: usize, to_send: u64) -> End {
+        End::over_conn(Connection::from_connected(sock), tls, send_stream, recv_stream, to_send)
+    }
+
+    /// An end over a connection of any state (a connect still pending).
+    pub fn over_conn(conn: Connection, tls: Tls, send_stream: usize, recv_stream: usize, to_send: u64) -> End {
         End {
-            conn: Connection::from_connected(sock),
+            conn,
             tls,
             inb: Buffer::with_capacity(16 * 1024),
             read_max: usize::MAX,
