@@ -8,8 +8,15 @@
 #     haproxy                  HAProxy, mode tcp, nbthread 1
 #     haproxy-splice           HAProxy, mode tcp, nbthread 1, option splice-request + splice-response
 #     tokio                    a tokio copy_bidirectional relay (bench/peers/tokio-relay), current_thread
+#     anypoll-tls              anypoll relay, epoll, TLS termination (--tls-cert/--tls-key, rustls + ring)
+#     haproxy-tls              HAProxy, mode tcp, nbthread 1, TLS termination (bind ... ssl crt, OpenSSL)
 #
 # Files: 1 KiB (keep-alive, 50 connections) and 1 MiB (10 connections).
+# The TLS contenders run the 1 KiB rows only (wrk over https, keep-alive:
+# one handshake per connection), and then, in the same rounds, handshakes
+# per CPU-second: `openssl s_time -new` (a full handshake per connection,
+# no resumption, no keep-alive) for DUR seconds, the relay's CPU from
+# /proc. Both use the same ECDSA P-256 certificate, made here.
 # The relay under test is pinned to one CPU, wrk and nginx to the other.
 # Measured per run: the relay's CPU time (utime+stime from /proc/PID/stat,
 # before and after), the requests and bytes wrk completed. Then, on a
@@ -37,10 +44,13 @@ RELAY_CPU=${RELAY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-docs/bench/relay.md}
 SVG=${SVG:-docs/bench/relay.svg}
-CONTENDERS=${CONTENDERS:-"anypoll-epoll anypoll-epoll-nosplice anypoll-poll haproxy haproxy-splice tokio"}
+DEFAULT_CONTENDERS="anypoll-epoll anypoll-epoll-nosplice anypoll-poll haproxy haproxy-splice tokio anypoll-tls haproxy-tls"
+[ "${CONTENDERS:-$DEFAULT_CONTENDERS}" = "$DEFAULT_CONTENDERS" ] || COMMAND_CONTENDERS="CONTENDERS=\"$CONTENDERS\" "
+CONTENDERS=${CONTENDERS:-"anypoll-epoll anypoll-epoll-nosplice anypoll-poll haproxy haproxy-splice tokio anypoll-tls haproxy-tls"}
 COMMAND="ci/bench-relay.sh${*:+ $*}"
 [ "$ROUNDS" = 3 ] && [ "$DUR" = 5 ] && [ "$STRACE_DUR" = 2 ] && [ "$IDLE_CONNS_WANTED" = 10000 ] ||
     COMMAND="ROUNDS=$ROUNDS DUR=$DUR STRACE_DUR=$STRACE_DUR IDLE_CONNS=$IDLE_CONNS_WANTED $COMMAND"
+COMMAND="${COMMAND_CONTENDERS:-}$COMMAND"
 
 NGINX_PORT=18080
 STATUS_PORT=18081
@@ -63,6 +73,7 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]}"
@@ -76,9 +87,13 @@ export PATH="$PATH:/usr/sbin:/sbin"
 say "building anypoll (release)"
 cargo build --release -q
 ANYPOLL=$ROOT/target/release/anypoll
-say "building the tokio peer (bench/peers/tokio-relay)"
-CARGO_TARGET_DIR=$ROOT/target/bench-peers cargo build --release -q --manifest-path bench/peers/tokio-relay/Cargo.toml
 TOKIO=$ROOT/target/bench-peers/release/tokio-relay
+case " $CONTENDERS " in
+    *" tokio "*)
+        say "building the tokio peer (bench/peers/tokio-relay)"
+        CARGO_TARGET_DIR=$ROOT/target/bench-peers cargo build --release -q --manifest-path bench/peers/tokio-relay/Cargo.toml
+        ;;
+esac
 
 # ----- 3. the stage -----
 W=$(mktemp -d /tmp/anypoll-bench-relay.XXXXXX)
@@ -179,6 +194,13 @@ backend be
 EOF
 done
 
+# The TLS contenders' certificate (ECDSA P-256, for 127.0.0.1), made here;
+# HAProxy takes the chain and the key in one file.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$W/tls.key" -out "$W/tls.crt" \
+    -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+cat "$W/tls.crt" "$W/tls.key" >"$W/tls.pem"
+sed -e "s|    bind 127.0.0.1:$PORT|    bind 127.0.0.1:$PORT ssl crt $W/tls.pem|" "$W/haproxy-plain.cfg" >"$W/haproxy-tls.cfg"
+
 cat >"$W/report.lua" <<'EOF'
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -257,6 +279,10 @@ start_contender() {
         haproxy) taskset -c "$RELAY_CPU" haproxy -db -f "$W/haproxy-plain.cfg" 2>"$log" & ;;
         haproxy-splice) taskset -c "$RELAY_CPU" haproxy -db -f "$W/haproxy-splice.cfg" 2>"$log" & ;;
         tokio) taskset -c "$RELAY_CPU" "$TOKIO" "127.0.0.1:$PORT" "127.0.0.1:$NGINX_PORT" 2>"$log" & ;;
+        anypoll-tls) taskset -c "$RELAY_CPU" "$ANYPOLL" relay --listen "127.0.0.1:$PORT" --server "127.0.0.1:$NGINX_PORT" \
+            --poller epoll --maxconn "$MAXCONN" --grace 1s --tls-cert "$W/tls.crt" --tls-key "$W/tls.key" 2>"$log" &
+            ;;
+        haproxy-tls) taskset -c "$RELAY_CPU" haproxy -db -f "$W/haproxy-tls.cfg" 2>"$log" & ;;
         *) die "unknown contender $name" ;;
     esac
     PID=$!
@@ -287,6 +313,10 @@ stop_contender() {
 user_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 }'; }
 sys_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $13 }'; }
 
+# The URL scheme a contender's clients use.
+scheme() { case $1 in *-tls) echo https ;; *) echo http ;; esac; }
+is_tls() { case $1 in *-tls) return 0 ;; *) return 1 ;; esac; }
+
 # wrk arguments per file size.
 wrk_args() {
     case $1 in
@@ -306,7 +336,7 @@ measure() { # round contender size
     s0=$(sys_ticks "$PID")
     # shellcheck disable=SC2046
     out=$(taskset -c "$LOAD_CPU" wrk $(wrk_args "$size") -d"${DUR}s" --timeout 10s -s "$W/report.lua" \
-        "http://127.0.0.1:$PORT/$size.bin" 2>&1) || true
+        "$(scheme "$name")://127.0.0.1:$PORT/$size.bin" 2>&1) || true
     u1=$(user_ticks "$PID")
     s1=$(sys_ticks "$PID")
     stop_contender
@@ -334,7 +364,7 @@ strace_run() { # contender size
     local st=$W/strace-$name-$size.txt
     # shellcheck disable=SC2046
     taskset -c "$LOAD_CPU" wrk $(wrk_args "$size") -d"$((STRACE_DUR + 2))s" --timeout 10s \
-        "http://127.0.0.1:$PORT/$size.bin" >/dev/null 2>&1 &
+        "$(scheme "$name")://127.0.0.1:$PORT/$size.bin" >/dev/null 2>&1 &
     local wpid=$!
     sleep 0.5
     strace -f -c -o "$st" -p "$PID" 2>"$W/strace.err" &
@@ -355,6 +385,34 @@ strace_run() { # contender size
     local res=$((r1 - r0))
     printf 'strace\t%s\t%s\t%s\t%s\n' "$name" "$size" "$res" "$st" >>"$RESULTS"
     say "strace $name $size: $res requests traced"
+}
+
+# Full TLS handshakes per relay CPU-second: `openssl s_time -new` (one
+# connection after another, each a full handshake, nothing resumed) for
+# DUR seconds against the contender; its CPU from /proc around the run.
+handshake_run() { # round contender
+    local round=$1 name=$2
+    start_contender "$name"
+    local u0 s0 u1 s1 out
+    # What was negotiated (once per contender), for the report.
+    if [ "$round" = 1 ]; then
+        local info
+        info=$(echo | timeout 10 openssl s_client -connect "127.0.0.1:$PORT" -brief 2>&1 |
+            awk -F': ' '/^Protocol version|^Ciphersuite|^Server Temp Key/ { printf "%s%s", sep, $2; sep = ", " }') || true
+        printf 'tlsinfo\t%s\t%s\n' "$name" "${info:-?}" >>"$RESULTS"
+    fi
+    u0=$(user_ticks "$PID")
+    s0=$(sys_ticks "$PID")
+    out=$(taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$PORT" -new -time "$DUR" 2>&1) || true
+    u1=$(user_ticks "$PID")
+    s1=$(sys_ticks "$PID")
+    stop_contender
+    local conns
+    conns=$(printf '%s\n' "$out" | awk '/connections in .* real seconds/ { print $1; exit }')
+    [ -n "$conns" ] || die "openssl s_time gave no result for $name: $out"
+    printf 'hs\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$conns" "$((u1 - u0))" "$((s1 - s0))" "$DUR" >>"$RESULTS"
+    say "round $round $name handshakes: $conns in ${DUR}s, $(awk -v c="$conns" -v t=$((u1 - u0 + s1 - s0)) -v hz="$CLK_TCK" \
+        'BEGIN { printf "%.0f per CPU-second", t ? c / (t / hz) : 0 }')"
 }
 
 idle_run() { # contender
@@ -379,17 +437,24 @@ for round in $(seq 1 "$ROUNDS"); do
     for size in 1k 1m; do
         for i in $(seq 0 $((n - 1))); do
             # Rotate the order each round, so no contender always runs first.
-            measure "$round" "${LIST[$(((i + round - 1) % n))]}" "$size"
+            name=${LIST[$(((i + round - 1) % n))]}
+            [ "$size" = 1m ] && is_tls "$name" && continue # TLS: the 1 KiB rows only
+            measure "$round" "$name" "$size"
         done
+    done
+    for i in $(seq 0 $((n - 1))); do
+        name=${LIST[$(((i + round - 1) % n))]}
+        is_tls "$name" && handshake_run "$round" "$name"
     done
 done
 for size in 1k 1m; do
     for name in "${LIST[@]}"; do
+        [ "$size" = 1m ] && is_tls "$name" && continue
         strace_run "$name" "$size"
     done
 done
 for name in "${LIST[@]}"; do
-    case $name in *-nosplice | *-splice) continue ;; esac # idle connections do not depend on splice
+    case $name in *-nosplice | *-splice | *-tls) continue ;; esac # idle connections do not depend on splice or TLS
     idle_run "$name"
 done
 elapsed=$(($(date +%s) - start_time))
@@ -400,7 +465,8 @@ cpu_model=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
 machine="$(nproc) CPUs ($cpu_model), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)"
 versions="anypoll $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src backends 2>/dev/null || echo ' (with uncommitted changes)'), \
 $(haproxy -v 2>/dev/null | head -1 | awk '{ print "HAProxy " $3 }'), $(nginx -v 2>&1 | sed 's/.*nginx\//nginx /'), \
-$(wrk --version 2>&1 | head -1 | awk '{ print "wrk " $2 }'), tokio $(awk '/^name = "tokio"$/ { getline; gsub(/"/, "", $3); print $3 }' bench/peers/tokio-relay/Cargo.lock 2>/dev/null), $(rustc --version | awk '{ print $1 " " $2 }')"
+$(wrk --version 2>&1 | head -1 | awk '{ print "wrk " $2 }'), $(openssl version | awk '{ print "OpenSSL " $2 }'), \
+rustls $(awk '/^name = "rustls"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock 2>/dev/null), tokio $(awk '/^name = "tokio"$/ { getline; gsub(/"/, "", $3); print $3 }' bench/peers/tokio-relay/Cargo.lock 2>/dev/null), $(rustc --version | awk '{ print $1 " " $2 }')"
 
 mkdir -p "$(dirname "$OUT")" "$(dirname "$SVG")"
 python3 - "$RESULTS" "$OUT" "$SVG" "$CLK_TCK" "$machine" "$versions" "$COMMAND" "$ROUNDS" "$DUR" "$STRACE_DUR" "$IDLE_CONNS" "$elapsed" "$RELAY_CPU" "$LOAD_CPU" "$IDLE_CONNS_WANTED" "$FD_LIMIT" "$load_start" "$load_end" <<'PYEOF'
@@ -408,7 +474,7 @@ import os, sys, statistics, datetime
 (results, out, svg, hz, machine, versions, command, rounds, dur, strace_dur, idle_conns, elapsed,
  relay_cpu, load_cpu, idle_wanted, fd_limit, load_start, load_end) = sys.argv[1:]
 hz = float(hz)
-runs, straces, idles = [], [], {}
+runs, straces, idles, hss, tlsinfo = [], [], {}, [], {}
 for line in open(results):
     f = line.rstrip("\n").split("\t")
     if f[0] == "run":
@@ -418,6 +484,11 @@ for line in open(results):
     elif f[0] == "strace":
         _, name, size, req, path = f
         straces.append(dict(name=name, size=size, req=int(req), path=path))
+    elif f[0] == "hs":
+        _, rnd, name, conns, uticks, sticks, d = f
+        hss.append(dict(round=int(rnd), name=name, conns=int(conns), cpu=(int(uticks) + int(sticks)) / hz, dur=float(d)))
+    elif f[0] == "tlsinfo":
+        tlsinfo[f[1]] = f[2]
     elif f[0] == "idle":
         _, name, conns, before, after, fb, fa = f
         idles[name] = dict(conns=int(conns), before=int(before), after=int(after), fds=int(fa) - int(fb))
@@ -501,7 +572,9 @@ L.append(f"- **Method:** wrk → relay → nginx on 127.0.0.1. The relay is pinn
 L.append("- **Contenders:** `anypoll-epoll` = `anypoll relay --poller epoll --splice auto` (the default), "
          "`anypoll-epoll-nosplice` = `--splice never`, `anypoll-poll` = `--poller poll --splice auto`; "
          "`haproxy` = HAProxy `mode tcp`, `nbthread 1`; `haproxy-splice` = the same with `option splice-request` and `option splice-response` (forced splice: `option splice-auto` made no splice call at all in this setup); "
-         "`tokio` = `bench/peers/tokio-relay` (`copy_bidirectional`, one task per connection, current_thread runtime, TCP_NODELAY).\n")
+         "`tokio` = `bench/peers/tokio-relay` (`copy_bidirectional`, one task per connection, current_thread runtime, TCP_NODELAY); "
+         "`anypoll-tls` = `anypoll relay --poller epoll --tls-cert … --tls-key …` (TLS termination, rustls + ring), "
+         "`haproxy-tls` = `haproxy` with `bind … ssl crt …` (TLS termination, OpenSSL): the 1 KiB rows and the TLS section only.\n")
 
 L.append("## 1 KiB, keep-alive, 50 connections\n")
 L.append("| contender | req/s | relay CPU µs/req (min–max) | user + sys µs/req | vs HAProxy | syscalls/req | vs HAProxy | relay CPU % | wrk errors |")
@@ -562,8 +635,8 @@ for size in ("1k", "1m"):
 
 # Targets.
 L.append("## Targets\n")
-anyp = [n for n in names if n.startswith("anypoll")]
-peers = [n for n in names if n.startswith("haproxy") or n == "tokio"]
+anyp = [n for n in names if n.startswith("anypoll") and not n.endswith("-tls")]
+peers = [n for n in names if (n.startswith("haproxy") or n == "tokio") and not n.endswith("-tls")]
 def best(ns, size, key, lo=True):
     vals = [(A[(n, size)][key], n) for n in ns if A.get((n, size)) and A[(n, size)][key] is not None]
     if not vals:
@@ -619,6 +692,46 @@ if notes:
     L.append("Where the misses come from (computed from this run):\n")
     L.extend(f"- {x}" for x in notes)
     L.append("")
+# TLS: anypoll-tls against haproxy-tls, same rounds.
+tls_names = [n for n in names if n.endswith("-tls")]
+if tls_names:
+    def hs_rate(n):
+        return med([h["conns"] / h["cpu"] if h["cpu"] > 0 else None for h in hss if h["name"] == n])
+    def hs_us(n):
+        return med([h["cpu"] * 1e6 / h["conns"] if h["conns"] else None for h in hss if h["name"] == n])
+    L.append("## TLS termination (1 KiB keep-alive; full handshakes)\n")
+    L.append("wrk over https with keep-alive (50 connections, one handshake each), and full handshakes with "
+             "`openssl s_time -new` (one connection after another, no resumption, no keep-alive) for the same "
+             f"{dur} s per round. Both relays present the same ECDSA P-256 certificate, with each one's default protocols and "
+             "ciphers; anypoll: rustls with ring; HAProxy: OpenSSL. Negotiated with `openssl s_client`: "
+             + "; ".join(f"{n}: {tlsinfo.get(n, '?')}" for n in tls_names) + ".\n")
+    L.append("| contender | req/s | relay CPU µs/req (min–max) | user + sys µs/req | vs haproxy-tls | syscalls/req | vs haproxy-tls | handshakes per relay CPU-second | CPU µs per handshake | vs haproxy-tls | wrk errors |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    t_ref = A.get(("haproxy-tls", "1k")) and A[("haproxy-tls", "1k")]["us"]
+    t_sc = sc.get(("haproxy-tls", "1k"), {}).get("per")
+    t_hs = hs_rate("haproxy-tls") if "haproxy-tls" in names else None
+    for n in tls_names:
+        a = A[(n, "1k")]
+        if not a:
+            continue
+        s = sc.get((n, "1k"), {}).get("per")
+        L.append(f"| {n} | {fmt(a['rps'], 0)} | {fmt(a['us'], 2)} ({fmt(a['spread'][0], 2)}–{fmt(a['spread'][1], 2)}) "
+                 f"| {fmt(a['user'], 1)} + {fmt(a['sys'], 1)} | {ratio(a['us'], t_ref)} | {fmt(s, 2)} | {ratio(s, t_sc)} "
+                 f"| {fmt(hs_rate(n), 0)} | {fmt(hs_us(n), 0)} | {ratio(hs_rate(n), t_hs)} | {a['errors']} |")
+    L.append("")
+    trows = []
+    a = A.get(("anypoll-tls", "1k"))
+    if a and t_ref:
+        trows.append(f"| CPU µs/req, 1 KiB over TLS: ≤ 1.1× haproxy-tls ({t_ref:.2f} µs → ≤ {1.1 * t_ref:.2f}) | anypoll-tls | {a['us']:.2f} µs ({a['us'] / t_ref:.2f}×) | {'**met**' if a['us'] <= 1.1 * t_ref else '**not met**'} |")
+    h = hs_rate("anypoll-tls") if "anypoll-tls" in names else None
+    if h and t_hs:
+        trows.append(f"| handshakes per CPU-second: ≥ 0.9× haproxy-tls ({t_hs:,.0f} → ≥ {0.9 * t_hs:,.0f}) | anypoll-tls | {h:,.0f} ({h / t_hs:.2f}×) | {'**met**' if h >= 0.9 * t_hs else '**not met**'} |")
+    if trows:
+        L.append("| target | contender | measured | verdict |")
+        L.append("|---|---|---:|---|")
+        L.extend(trows)
+        L.append("")
+
 L.append(f"![relay CPU per request, bulk bytes per CPU-second, syscalls per request, RSS per idle connection]({os.path.basename(svg)})\n")
 open(out, "w").write("\n".join(L) + "\n")
 

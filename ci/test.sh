@@ -31,6 +31,16 @@ fi
 cargo --version
 rustc --version
 
+# The TLS relay tests (cli/tests/relay_tls_peers.rs) run Debian's curl and
+# openssl as real peers; without them they fail, saying which is missing.
+if ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        step "installing curl and openssl (TLS peer tests)"
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q curl openssl >/dev/null
+    fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -147,6 +147,16 @@ pub fn caps_string(caps: anypoll_backends::Capabilities) -> String {
     caps.iter_names().map(|(n, _)| n).collect::<Vec<_>>().join("|")
 }
 
+/// `anypoll probe`'s line about TLS: whether this build has the TLS
+/// transport, and over what.
+pub fn tls_line() -> &'static str {
+    if cfg!(feature = "tls") {
+        "tls: built in (rustls 0.23, ring)"
+    } else {
+        "tls: not built (feature tls)"
+    }
+}
+
 fn probe(flag: Option<&str>) -> ExitCode {
     // The name column fits the longest name, and is never narrower than 8,
     // so a normal build prints exactly what it always did; a models build
@@ -163,6 +173,7 @@ fn probe(flag: Option<&str>) -> ExitCode {
         let model = if b.is_model { "  (model, not the real OS)" } else { "" };
         println!("{:<width$} {:>4}  {:<32} {}{model}", b.name, b.preference, result, caps);
     }
+    println!("{}", tls_line());
     match choose_poller(flag) {
         Ok((p, source)) => {
             println!("will use {} (from {source})", p.name());

@@ -15,6 +15,8 @@ use serde::Deserialize;
 
 use anypoll::stream::SpliceMode;
 
+use crate::tls_settings::{server_host, TlsArgs, TlsBack, TlsFront};
+
 /// Every key of a `--config` file, with its default or an example
 /// value, as `anypoll relay --help` lists them.
 pub const CONFIG_EXAMPLE: &str = include_str!("config_example.toml");
@@ -37,6 +39,10 @@ pub struct RelayConfig {
     pub listen: Vec<SocketAddr>,
     /// Servers, used round-robin while healthy.
     pub servers: Vec<SocketAddr>,
+    /// Each server's host as written (`servers[i]` before resolution): the
+    /// name its certificate is verified against with `--server-tls`,
+    /// unless `--server-name` is given.
+    pub server_hosts: Vec<String>,
     /// The backend name, if one is forced.
     pub poller: Option<String>,
     /// When to splice.
@@ -67,6 +73,12 @@ pub struct RelayConfig {
     pub grace: Duration,
     /// Connections accepted per wake-up of a listener.
     pub maxaccept: usize,
+    /// TLS termination on the listeners (`--tls-cert`, `--tls-key`).
+    pub tls: Option<TlsFront>,
+    /// TLS to the servers (`--server-tls`, `--ca`, `--server-name`).
+    pub server_tls: Option<TlsBack>,
+    /// Longest wait for a TLS handshake, on either side.
+    pub timeout_handshake: Duration,
 }
 
 impl Default for RelayConfig {
@@ -74,6 +86,7 @@ impl Default for RelayConfig {
         RelayConfig {
             listen: Vec::new(),
             servers: Vec::new(),
+            server_hosts: Vec::new(),
             poller: None,
             splice: SpliceMode::Auto,
             maxconn: 10_000,
@@ -89,6 +102,9 @@ impl Default for RelayConfig {
             stats: None,
             grace: Duration::from_secs(5),
             maxaccept: 64,
+            tls: None,
+            server_tls: None,
+            timeout_handshake: Duration::from_secs(10),
         }
     }
 }
@@ -148,6 +164,24 @@ pub struct RelayArgs {
     /// Grace period for live connections after SIGTERM/SIGINT.
     #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub grace: Option<String>,
+    /// TLS termination on the listeners: the certificate chain (PEM).
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
+    pub tls_key: Option<PathBuf>,
+    /// TLS to the servers, their certificates verified against --ca.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub server_tls: bool,
+    /// CA certificates (PEM) for --server-tls.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
+    pub ca: Option<PathBuf>,
+    /// Name the servers' certificates must carry (default: each --server's host as written).
+    #[cfg_attr(feature = "clap", arg(long, value_name = "NAME"))]
+    pub server_name: Option<String>,
+    /// Longest TLS handshake, on either side.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
+    pub timeout_handshake: Option<String>,
 }
 
 impl RelayArgs {
@@ -169,6 +203,7 @@ impl RelayArgs {
             ("rise", d.rise.to_string()),
             ("fall", d.fall.to_string()),
             ("grace", show_duration(d.grace)),
+            ("timeout_handshake", show_duration(d.timeout_handshake)),
         ]
     }
 }
@@ -220,6 +255,12 @@ struct FileConfig {
     fall: Option<u32>,
     stats: Option<String>,
     grace: Option<toml::Value>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    server_tls: Option<bool>,
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
+    timeout_handshake: Option<toml::Value>,
 }
 
 /// `s` with control characters (and the Unicode line and paragraph
@@ -353,10 +394,14 @@ impl RelayConfig {
     /// Every error is one line that names the setting.
     pub fn from_args(args: &RelayArgs, poller_flag: Option<&str>) -> Result<RelayConfig, String> {
         let mut cfg = RelayConfig::default();
+        let mut tls = TlsArgs::default();
         if let Some(path) = &args.config {
             let shown = printable(&path.display().to_string());
             let text = read_config(path).map_err(|e| format!("config {shown}: {e}"))?;
-            cfg.apply_file(&text).map_err(|e| format!("config {shown}: {e}"))?;
+            tls = cfg.apply_file(&text).map_err(|e| format!("config {shown}: {e}"))?;
+            // The file's TLS settings must hang together on their own.
+            (cfg.tls, cfg.server_tls) =
+                tls.resolve(|k| k.replace('-', "_")).map_err(|e| format!("config {shown}: {e}"))?;
         }
         let dur = |key: &str, v: &Option<String>, out: &mut Duration| -> Result<(), String> {
             if let Some(s) = v {
@@ -377,6 +422,7 @@ impl RelayConfig {
                 .iter()
                 .map(|s| parse_addr(s).map_err(|e| format!("--server: {e}")))
                 .collect::<Result<_, _>>()?;
+            cfg.server_hosts = args.server.iter().map(|s| server_host(s)).collect();
         }
         if let Some(p) = poller_flag {
             cfg.poller = Some(p.to_string());
@@ -404,12 +450,24 @@ impl RelayConfig {
             cfg.stats = Some(parse_stats(s).map_err(|e| format!("--stats: {e}"))?);
         }
         dur("grace", &args.grace, &mut cfg.grace)?;
+        dur("timeout-handshake", &args.timeout_handshake, &mut cfg.timeout_handshake)?;
+        let given = TlsArgs {
+            cert: args.tls_cert.clone().or(tls.cert),
+            key: args.tls_key.clone().or(tls.key),
+            server_tls: args.server_tls || tls.server_tls,
+            ca: args.ca.clone().or(tls.ca),
+            server_name: args.server_name.clone().or(tls.server_name),
+        };
+        (cfg.tls, cfg.server_tls) = given.resolve(|k| format!("--{k}"))?;
         cfg.validate()?;
+        crate::tls_settings::check_files(cfg.tls.as_ref(), cfg.server_tls.as_ref())?;
         Ok(cfg)
     }
 
-    /// Applies a TOML document.
-    pub fn apply_file(&mut self, text: &str) -> Result<(), String> {
+    /// Applies a TOML document. Its TLS settings are returned as given:
+    /// they are checked together with the command line's
+    /// ([`TlsArgs::resolve`]).
+    pub fn apply_file(&mut self, text: &str) -> Result<TlsArgs, String> {
         let f: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         if let Some(l) = f.listen {
             self.listen =
@@ -418,6 +476,7 @@ impl RelayConfig {
         if let Some(l) = f.server {
             self.servers =
                 l.iter().map(|s| parse_addr(s).map_err(|e| format!("server: {e}"))).collect::<Result<_, _>>()?;
+            self.server_hosts = l.iter().map(|s| server_host(s)).collect();
         }
         if f.poller.is_some() {
             self.poller = f.poller;
@@ -431,6 +490,7 @@ impl RelayConfig {
             ("timeout_server", f.timeout_server, &mut self.timeout_server),
             ("check_interval", f.check_interval, &mut self.check_interval),
             ("grace", f.grace, &mut self.grace),
+            ("timeout_handshake", f.timeout_handshake, &mut self.timeout_handshake),
         ];
         for (key, v, out) in durs {
             if let Some(v) = v {
@@ -448,7 +508,24 @@ impl RelayConfig {
         if let Some(s) = f.stats {
             self.stats = Some(parse_stats(&s).map_err(|e| format!("stats: {e}"))?);
         }
-        Ok(())
+        Ok(TlsArgs {
+            cert: f.tls_cert,
+            key: f.tls_key,
+            server_tls: f.server_tls.unwrap_or(false),
+            ca: f.ca,
+            server_name: f.server_name,
+        })
+    }
+
+    /// The name server `i`'s certificate is verified against with
+    /// `--server-tls`: `--server-name`, else its host as written, else (a
+    /// configuration built in code, without hosts) its IP address.
+    pub fn server_name(&self, i: usize) -> String {
+        match (self.server_tls.as_ref().and_then(|t| t.name.clone()), self.server_hosts.get(i)) {
+            (Some(n), _) => n,
+            (None, Some(h)) => h.clone(),
+            (None, None) => self.servers.get(i).map(|a| a.ip().to_string()).unwrap_or_default(),
+        }
     }
 
     /// Checks the settings hang together.
@@ -476,6 +553,7 @@ impl RelayConfig {
             ("timeout-client", self.timeout_client),
             ("timeout-server", self.timeout_server),
             ("check-interval", self.check_interval),
+            ("timeout-handshake", self.timeout_handshake),
         ] {
             if d.is_zero() {
                 return Err(format!("--{name} must be more than 0"));
@@ -569,6 +647,12 @@ mod tests {
             "fall",
             "stats",
             "grace",
+            "timeout_handshake",
+            "tls_cert",
+            "tls_key",
+            "server_tls",
+            "ca",
+            "server_name",
         ] {
             assert!(keys.contains(&k), "{k} is not in the example");
         }
@@ -585,6 +669,10 @@ mod tests {
         assert_eq!(c.splice, SpliceMode::Never);
         assert!(c.validate().is_ok());
         assert!(c.apply_file("bogus = 1").unwrap_err().contains("bogus"));
+        let tls = c.apply_file("server = [\"localhost:2\"]\ntls_cert = \"c.pem\"\nserver_tls = true\n").unwrap();
+        assert_eq!(c.server_hosts, ["localhost"]);
+        assert_eq!((tls.cert.as_deref(), tls.key.as_deref(), tls.server_tls), (Some("c.pem".as_ref()), None, true));
+        assert!(c.apply_file("server_tls = \"yes\"").unwrap_err().starts_with("line 1: "));
         assert!(c.apply_file("timeout_server = \"x\"").unwrap_err().contains("timeout_server"));
     }
 }

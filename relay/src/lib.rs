@@ -24,6 +24,18 @@
 //! at once and the log says why. Every aborted transfer is logged with its
 //! reason.
 //!
+//! # TLS
+//!
+//! Each side's transport is chosen at run time (`xprt.rs`): plain, or TLS
+//! when the listeners terminate it (`--tls-cert`) or the servers speak it
+//! (`--server-tls`). Plain↔plain streams keep splice; a TLS side moves
+//! bytes through buffers. From the accept until every TLS handshake of the
+//! stream is done, `--timeout-handshake` applies (as well as the connect
+//! timeout while the server connect runs): a client that stops in the
+//! middle of its handshake is closed then, and frees its slot. A failed
+//! handshake ends the stream with one line naming the client and the TLS
+//! error.
+//!
 //! # Files
 //!
 //! This file holds the public API ([`start`], [`RelayHandle`], [`Shared`])
@@ -32,7 +44,8 @@
 //! `accept.rs` (accepting under `maxconn`, pausing), `streams.rs` (one
 //! client's stream from connect to close, timeouts), `check_io.rs` (the
 //! health checks' I/O), `stats.rs` (counters and the stats page), `tag.rs`
-//! (typed fd owners and timer tags), [`check`] (the check verdicts) and
+//! (typed fd owners and timer tags), `xprt.rs` (the transport per side),
+//! [`tls_settings`] (the TLS settings), [`check`] (the check verdicts) and
 //! [`config`] (the settings).
 
 mod accept;
@@ -42,7 +55,9 @@ pub mod config;
 mod stats;
 mod streams;
 mod tag;
+pub mod tls_settings;
 mod worker;
+mod xprt;
 
 use std::collections::VecDeque;
 use std::io;
@@ -58,10 +73,11 @@ use anypoll::counters::Counters;
 use anypoll::listener::bind;
 use anypoll::stream::{Pools, Stream};
 use anypoll::timer::TimerId;
-use anypoll::transport::RawSock;
 use anypoll::{EventLoop, Signal};
 use check::Health;
 use config::RelayConfig;
+pub use xprt::TlsContext;
+use xprt::Xprt;
 
 /// The listen backlog asked for. The kernel caps it (Linux:
 /// `net.core.somaxconn`, 4096 by default), so this means "as deep as the
@@ -101,6 +117,8 @@ pub struct Shared {
     pub bound: Mutex<Vec<SocketAddr>>,
     /// The stats address actually bound.
     pub stats_bound: Mutex<Option<SocketAddr>>,
+    /// The TLS configurations, loaded once at start-up.
+    pub tls: TlsContext,
 }
 
 impl Shared {
@@ -142,6 +160,7 @@ impl RelayHandle {
 /// Starts the relay threads and returns at once. Bind errors are returned
 /// before any thread runs.
 pub fn start(cfg: RelayConfig, signals: bool) -> io::Result<RelayHandle> {
+    let tls = TlsContext::load(&cfg)?;
     let servers = cfg
         .servers
         .iter()
@@ -217,6 +236,7 @@ pub fn start(cfg: RelayConfig, signals: bool) -> io::Result<RelayHandle> {
         wakers: Mutex::new(wakers),
         bound: Mutex::new(addrs),
         stats_bound: Mutex::new(stats_bound),
+        tls,
         cfg,
     });
     let mut handles = Vec::new();
@@ -299,7 +319,7 @@ pub(crate) struct Worker {
 
 /// A live stream and what the relay tracks of it.
 pub(crate) struct Entry {
-    pub(crate) stream: Stream<RawSock, RawSock>,
+    pub(crate) stream: Stream<Xprt, Xprt>,
     pub(crate) server: usize,
     pub(crate) tried: u32,
     pub(crate) peer: SocketAddr,
@@ -307,6 +327,8 @@ pub(crate) struct Entry {
     pub(crate) front_last: Instant,
     pub(crate) back_last: Instant,
     pub(crate) connect_started: Instant,
+    /// While a TLS handshake runs on either side: when it must be done.
+    pub(crate) handshake_until: Option<Instant>,
     /// The byte counts when the stream was last processed.
     pub(crate) seen: Seen,
 }
@@ -327,7 +349,7 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    pub(crate) fn of(s: &Stream<RawSock, RawSock>) -> Seen {
+    pub(crate) fn of(s: &Stream<Xprt, Xprt>) -> Seen {
         Seen {
             from_client: s.req.bytes_in,
             to_client: s.res.bytes_out,

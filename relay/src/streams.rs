@@ -10,9 +10,12 @@ use std::time::Instant;
 use anypoll::connection::{ConnError, Connection};
 use anypoll::sockops::Real;
 use anypoll::stream::{Outcome, Phase, Stream};
+use anypoll::transport::Transport;
 use anypoll::{Ctx, FdState};
 
+use crate::config::RelayConfig;
 use crate::tag::{Owner, TimerTag};
+use crate::xprt::Xprt;
 use crate::{Entry, Seen, Worker};
 
 /// Which timeout ended a stream.
@@ -24,6 +27,10 @@ enum Timeout {
     Client,
     /// The server side was idle too long.
     Server,
+    /// A TLS handshake of the client side was not done in time.
+    ClientHandshake,
+    /// A TLS handshake of the server side was not done in time.
+    ServerHandshake,
 }
 
 impl Timeout {
@@ -31,8 +38,8 @@ impl Timeout {
     fn outcome(self) -> Outcome {
         match self {
             Timeout::Connect => Outcome::ConnectFailed(ConnError::Timeout),
-            Timeout::Client => Outcome::FrontError(ConnError::Timeout),
-            Timeout::Server => Outcome::BackError(ConnError::Timeout),
+            Timeout::Client | Timeout::ClientHandshake => Outcome::FrontError(ConnError::Timeout),
+            Timeout::Server | Timeout::ServerHandshake => Outcome::BackError(ConnError::Timeout),
         }
     }
 
@@ -42,8 +49,38 @@ impl Timeout {
             Timeout::Connect => "connect timeout",
             Timeout::Client => "client timeout",
             Timeout::Server => "server timeout",
+            Timeout::ClientHandshake => "client TLS handshake timeout",
+            Timeout::ServerHandshake => "server TLS handshake timeout",
         }
     }
+}
+
+/// When the stream's timer must fire next, and for what: the connect
+/// timeout while connecting, the idle timeouts after, and the handshake
+/// timeout while a TLS handshake runs (whichever comes first).
+fn next_deadline(e: &Entry, cfg: &RelayConfig) -> Option<(Instant, Timeout)> {
+    let idle = match e.stream.phase() {
+        Phase::Done => return None,
+        Phase::Connect => (e.connect_started + cfg.timeout_connect, Timeout::Connect),
+        Phase::Data => {
+            let c = e.front_last + cfg.timeout_client;
+            let s = e.back_last + cfg.timeout_server;
+            if c <= s {
+                (c, Timeout::Client)
+            } else {
+                (s, Timeout::Server)
+            }
+        }
+    };
+    let handshake = e.handshake_until.map(|t| {
+        let side =
+            if e.stream.front_xprt.is_handshaking() { Timeout::ClientHandshake } else { Timeout::ServerHandshake };
+        (t, side)
+    });
+    Some(match handshake {
+        Some(h) if h.0 < idle.0 => h,
+        _ => idle,
+    })
 }
 
 impl Worker {
@@ -69,6 +106,15 @@ impl Worker {
             drop(sock);
             return;
         };
+        let front_xprt = match self.shared.tls.front() {
+            Ok(x) => x,
+            Err(e) => {
+                self.release_slot();
+                log::warn!("client {peer}: closed at once: {e}");
+                drop(sock);
+                return;
+            }
+        };
         let slot = self.free.pop().unwrap_or_else(|| {
             self.streams.push(None);
             self.streams.len() - 1
@@ -81,7 +127,7 @@ impl Worker {
             self.release_slot();
             return;
         }
-        let back = match self.connect_back(cx, slot, server) {
+        let (back, back_xprt) = match self.connect_back(cx, slot, server) {
             Ok(b) => b,
             Err(e) => {
                 log::warn!("client {peer}: connect to server {}: {e}", self.shared.servers[server].addr);
@@ -92,30 +138,37 @@ impl Worker {
             }
         };
         let now = Instant::now();
-        let stream = Stream::new(front, back, self.shared.cfg.splice);
-        let timer = cx.add_timer(self.shared.cfg.timeout_connect, TimerTag::Stream(slot).encode());
-        self.streams[slot] = Some(Entry {
+        let tls = front_xprt.hides_readiness() || back_xprt.hides_readiness();
+        let stream = Stream::with_transports(front, front_xprt, back, back_xprt, self.shared.cfg.splice);
+        let mut e = Entry {
             stream,
             server,
             tried: 1,
             peer,
-            timer: Some(timer),
+            timer: None,
             front_last: now,
             back_last: now,
             connect_started: now,
+            handshake_until: tls.then(|| now + self.shared.cfg.timeout_handshake),
             seen: Seen::default(),
-        });
+        };
+        if let Some((deadline, _)) = next_deadline(&e, &self.shared.cfg) {
+            e.timer = Some(cx.add_timer_at(deadline, TimerTag::Stream(slot).encode()));
+        }
+        self.streams[slot] = Some(e);
     }
 
-    pub(crate) fn connect_back(&mut self, cx: &mut Ctx, slot: usize, server: usize) -> io::Result<Connection> {
+    /// Connects to `server` for the stream in `slot`: the connection
+    /// (registered) and its transport, not initialised yet (the stream
+    /// does it). The socket and connect syscalls go through the counted seam.
+    pub(crate) fn connect_back(&mut self, cx: &mut Ctx, slot: usize, server: usize) -> io::Result<(Connection, Xprt)> {
+        let xprt = self.shared.tls.back(&self.shared.cfg.server_name(server))?;
         let mut back = Connection::connect_with(&mut Real, cx, self.shared.servers[server].addr)?;
         if let Err(e) = back.ctrl_init(cx, Owner::Back(slot).encode(), FdState::SEND_ACTIVE) {
             back.force_close(cx);
             return Err(e);
         }
-        // The transports are initialised by the stream (Stream::new,
-        // replace_back).
-        Ok(back)
+        Ok((back, xprt))
     }
 
     pub(crate) fn stream_io(&mut self, cx: &mut Ctx, slot: usize) {
@@ -133,15 +186,21 @@ impl Worker {
         self.stats.bytes_up += seen.to_server - e.seen.to_server;
         self.stats.bytes_down += seen.to_client - e.seen.to_client;
         e.seen = seen;
-        if connecting && e.stream.phase() == Phase::Data {
-            // Connected: the timer was armed for the connect timeout; the
-            // idle timeouts apply now and may be shorter.
+        let handshaken = e.handshake_until.is_some()
+            && !e.stream.front_xprt.is_handshaking()
+            && !e.stream.back_xprt.is_handshaking();
+        if handshaken {
+            e.handshake_until = None;
+        }
+        if (connecting && e.stream.phase() == Phase::Data) || handshaken {
+            // Connected, or every handshake done: the timer was armed for a
+            // deadline that no longer applies; the next one may be sooner.
             if let Some(t) = e.timer.take() {
                 cx.cancel_timer(t);
             }
-            let cfg = &self.shared.cfg;
-            let deadline = (e.front_last + cfg.timeout_client).min(e.back_last + cfg.timeout_server);
-            e.timer = Some(cx.add_timer_at(deadline, TimerTag::Stream(slot).encode()));
+            if let Some((deadline, _)) = next_deadline(e, &self.shared.cfg) {
+                e.timer = Some(cx.add_timer_at(deadline, TimerTag::Stream(slot).encode()));
+            }
         }
         match outcome {
             Outcome::Running => {}
@@ -167,9 +226,9 @@ impl Worker {
 
     pub(crate) fn retry(&mut self, cx: &mut Ctx, slot: usize, server: usize) {
         match self.connect_back(cx, slot, server) {
-            Ok(back) => {
+            Ok((back, xprt)) => {
                 let e = self.streams[slot].as_mut().expect("live stream");
-                e.stream.replace_back(cx, back);
+                e.stream.replace_back_with(cx, back, xprt);
                 e.server = server;
                 e.tried += 1;
                 e.connect_started = Instant::now();
@@ -230,24 +289,10 @@ impl Worker {
     }
 
     pub(crate) fn stream_timer(&mut self, cx: &mut Ctx, slot: usize) {
-        let cfg = &self.shared.cfg;
-        let (tc, ts, tcon) = (cfg.timeout_client, cfg.timeout_server, cfg.timeout_connect);
         let Some(e) = self.streams.get_mut(slot).and_then(Option::as_mut) else { return };
         e.timer = None;
         let now = Instant::now();
-        let (deadline, cause) = match e.stream.phase() {
-            Phase::Connect => (e.connect_started + tcon, Timeout::Connect),
-            Phase::Done => return,
-            Phase::Data => {
-                let c = e.front_last + tc;
-                let s = e.back_last + ts;
-                if c <= s {
-                    (c, Timeout::Client)
-                } else {
-                    (s, Timeout::Server)
-                }
-            }
-        };
+        let Some((deadline, cause)) = next_deadline(e, &self.shared.cfg) else { return };
         if deadline <= now {
             e.stream.abort(cause.outcome());
             log::info!("client {}: {}", e.peer, cause.what());

@@ -27,8 +27,9 @@
 //!   is true the owner calls `rcv_buf` again before waiting on the fd.
 //! * **Splice.** None: the default `rcv_pipe`/`snd_pipe` set `NO_SPLICE`.
 //! * **Close.** [`shut_write`](Transport::shut_write) queues `close_notify`
-//!   and shuts the socket's write side once it is flushed (`SOCK_WR_SH` is
-//!   set then; `snd_pending` stays true until). The peer's `close_notify`
+//!   (during the handshake: once it is done, after the plaintext given
+//!   meanwhile) and shuts the socket's write side once it is flushed
+//!   (`SOCK_WR_SH` is set then; `snd_pending` stays true until). The peer's `close_notify`
 //!   is a read shutdown (`SOCK_RD_SH`); an EOF without it is
 //!   [`ConnError::TlsTruncated`] (an error, logged once with the fd), or
 //!   [`ConnError::TlsUnexpectedEof`] in the middle of the handshake.
@@ -133,8 +134,14 @@ pub struct Tls {
     /// The peer's input ended (its `close_notify`, or the socket's EOF)
     /// and the owner was not told yet.
     end_pending: bool,
-    /// The owner asked for `shut_write`: `close_notify` is queued.
+    /// The owner asked for `shut_write`.
     shut: bool,
+    /// `close_notify` is queued. Not before the handshake is done: rustls
+    /// sends plaintext given during the handshake only once it completes,
+    /// so a `close_notify` queued earlier would go out before it (the
+    /// peer would see the end before the data), and a fatal alert after
+    /// it (a refused certificate) trips rustls's debug assertion.
+    notified: bool,
     /// The socket's write side is shut (after `close_notify` went out).
     shut_done: bool,
     /// An error was logged for this connection.
@@ -147,7 +154,7 @@ fn usable(conn: &Connection, shut: ConnFlags) -> bool {
 
 impl Tls {
     fn new(tls: rustls::Connection) -> Tls {
-        Tls { tls, plain: 0, end_pending: false, shut: false, shut_done: false, logged: false }
+        Tls { tls, plain: 0, end_pending: false, shut: false, notified: false, shut_done: false, logged: false }
     }
 
     /// The server side of a session, with `config` (see [`server_config`]).
@@ -211,6 +218,10 @@ impl Tls {
     /// write side.
     fn flush<S: SockOps, P: Poller>(&mut self, ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection) -> bool {
         let fd = conn.fd();
+        if self.shut && !self.notified && !self.tls.is_handshaking() {
+            self.notified = true;
+            self.tls.send_close_notify();
+        }
         while self.tls.wants_write() {
             let mut io = SockIo::new(ops, cx, fd, conn.flags.contains(ConnFlags::WAIT_L4_CONN));
             let r = self.tls.write_tls(&mut io);
@@ -228,7 +239,7 @@ impl Tls {
                 }
             }
         }
-        if self.shut && !self.shut_done {
+        if self.notified && !self.shut_done {
             self.shut_done = true;
             raw_sock::shut_write(ops, cx, conn);
         }
@@ -366,8 +377,9 @@ impl Transport for Tls {
                         if state.peer_has_closed() {
                             self.end_pending = true;
                         }
-                        // Replies of the handshake, key updates.
-                        if self.tls.wants_write() {
+                        // Replies of the handshake, key updates, and a
+                        // close_notify held back until the handshake ended.
+                        if self.tls.wants_write() || (self.shut && !self.notified) {
                             self.flush(ops, cx, conn);
                         }
                     }
@@ -437,10 +449,7 @@ impl Transport for Tls {
         if conn.flags.contains(ConnFlags::SOCK_WR_SH) || !conn.flags.contains(ConnFlags::CTRL_READY) {
             return;
         }
-        if !self.shut {
-            self.shut = true;
-            self.tls.send_close_notify();
-        }
+        self.shut = true;
         self.flush(ops, cx, conn);
     }
 
@@ -449,6 +458,8 @@ impl Transport for Tls {
     }
 
     fn snd_pending(&self) -> bool {
-        self.tls.wants_write() || (self.shut && !self.shut_done)
+        // A close_notify held back by the handshake is not pending yet:
+        // the socket being writable would not let it go.
+        self.tls.wants_write() || (self.shut && !self.shut_done && !self.tls.is_handshaking())
     }
 }
