@@ -4,6 +4,9 @@
 //! certificates, plaintext and garbage sent to a TLS server, a client
 //! that stalls in the middle of its handshake.
 
+// rcgen (the test certificates) is a dev-dependency on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 mod tlsend;
 

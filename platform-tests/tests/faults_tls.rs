@@ -29,6 +29,9 @@
 //!
 //! Cases: `FAULTS_TLS_CASES` (default 200; each does a full handshake).
 
+// rcgen (the test certificates) is a dev-dependency on Linux only.
+#![cfg(target_os = "linux")]
+
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{OwnedFd, RawFd};
