@@ -175,6 +175,49 @@ fn own_kqueue(fd: libc::c_int) -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(kq)
 }
 
+/// A native `struct kevent` (the platform's, or libkqueue's) and its
+/// conversion from and to the seam's [`bits::Kevent`].
+#[cfg(any(anypoll_kqueue, all(target_os = "linux", feature = "libkqueue")))]
+trait NativeKevent: Copy {
+    fn zeroed() -> Self;
+    fn from_seam(e: &bits::Kevent) -> Self;
+    fn to_seam(&self) -> bits::Kevent;
+}
+
+/// One `kevent()` call over native structs: the part both native seams
+/// share. The changes are converted into `bufs.0`, `bufs.1` grows to room
+/// for the events, both counts are clamped to `c_int`, and the timeout
+/// becomes a `timespec` that outlives the call. `call` makes the syscall
+/// with (changelist, nchanges, eventlist, nevents, timeout): the pointers
+/// hold `nchanges` initialized entries and room for `nevents`, and the
+/// timeout pointer is null or valid. The events it returned are converted
+/// back.
+#[cfg(any(anypoll_kqueue, all(target_os = "linux", feature = "libkqueue")))]
+fn native_kevent<N: NativeKevent>(
+    bufs: &mut (Vec<N>, Vec<N>),
+    changes: &[bits::Kevent],
+    events: &mut [bits::Kevent],
+    timeout: Option<std::time::Duration>,
+    call: impl FnOnce(*const N, libc::c_int, *mut N, libc::c_int, *const libc::timespec) -> libc::c_int,
+) -> std::io::Result<usize> {
+    let ts = crate::sys::timespec(timeout);
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let nchanges = changes.len().min(libc::c_int::MAX as usize);
+    let nevents = events.len().min(libc::c_int::MAX as usize);
+    let (ch, out) = bufs;
+    ch.clear();
+    ch.extend(changes[..nchanges].iter().map(N::from_seam));
+    if out.len() < nevents {
+        out.resize(nevents, N::zeroed());
+    }
+    let n = call(ch.as_ptr(), nchanges as libc::c_int, out.as_mut_ptr(), nevents as libc::c_int, ts_ptr);
+    let n = (crate::sys::cvt(n)? as usize).min(nevents);
+    for (e, k) in events.iter_mut().zip(&out[..n]) {
+        *e = k.to_seam();
+    }
+    Ok(n)
+}
+
 /// The kqueue backend over libkqueue on Linux (feature `libkqueue`).
 #[cfg(all(target_os = "linux", feature = "libkqueue"))]
 pub type KqueueLibkqueue = KqueueOn<LibKqueue>;

@@ -10,12 +10,10 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
-use std::ptr;
 use std::time::Duration;
 
 use super::bits::{self, Kevent};
-use super::KqSys;
-use crate::sys::{cvt, timespec};
+use super::{native_kevent, KqSys, NativeKevent};
 
 const _: () = assert!(
     bits::EV_ADD as u32 == libc::EV_ADD as u32
@@ -66,54 +64,56 @@ impl Word for isize {
     }
 }
 
-fn zeroed() -> libc::kevent {
-    // SAFETY: `struct kevent` holds only integers, integer arrays and a
-    // raw pointer, for all of which all-zero bytes are a valid value.
-    unsafe { std::mem::zeroed() }
-}
+impl NativeKevent for libc::kevent {
+    fn zeroed() -> Self {
+        // SAFETY: `struct kevent` holds only integers, integer arrays and a
+        // raw pointer, for all of which all-zero bytes are a valid value.
+        unsafe { std::mem::zeroed() }
+    }
 
-#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-fn to_native(e: &Kevent) -> libc::kevent {
-    let mut k = zeroed();
-    k.ident = e.ident as libc::uintptr_t;
-    k.filter = match e.filter {
-        bits::EVFILT_READ => libc::EVFILT_READ,
-        bits::EVFILT_WRITE => libc::EVFILT_WRITE,
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    fn from_seam(e: &Kevent) -> Self {
+        let mut k = Self::zeroed();
+        k.ident = e.ident as libc::uintptr_t;
+        k.filter = match e.filter {
+            bits::EVFILT_READ => libc::EVFILT_READ,
+            bits::EVFILT_WRITE => libc::EVFILT_WRITE,
+            #[cfg(not(target_os = "openbsd"))]
+            bits::EVFILT_USER => libc::EVFILT_USER,
+            other => other as _,
+        };
+        k.flags = e.flags.into();
+        k.fflags = e.fflags;
+        k.data = e.data as _;
+        k.udata = Word::from_word(e.udata);
+        k
+    }
+
+    #[allow(clippy::unnecessary_cast)]
+    fn to_seam(&self) -> Kevent {
+        let f = self.filter; // a copy: the struct is packed on macOS
         #[cfg(not(target_os = "openbsd"))]
-        bits::EVFILT_USER => libc::EVFILT_USER,
-        other => other as _,
-    };
-    k.flags = e.flags.into();
-    k.fflags = e.fflags;
-    k.data = e.data as _;
-    k.udata = Word::from_word(e.udata);
-    k
-}
-
-#[allow(clippy::unnecessary_cast)]
-fn from_native(k: &libc::kevent) -> Kevent {
-    let f = k.filter; // a copy: the struct is packed on macOS
-    #[cfg(not(target_os = "openbsd"))]
-    let user = f == libc::EVFILT_USER;
-    #[cfg(target_os = "openbsd")]
-    let user = false;
-    let filter = if f == libc::EVFILT_READ {
-        bits::EVFILT_READ
-    } else if f == libc::EVFILT_WRITE {
-        bits::EVFILT_WRITE
-    } else if user {
-        bits::EVFILT_USER
-    } else {
-        bits::EVFILT_OTHER
-    };
-    Kevent {
-        ident: k.ident as usize,
-        filter,
-        // NetBSD's flags are 32 bits wide; every flag lives in the low 16.
-        flags: k.flags as u16,
-        fflags: k.fflags,
-        data: k.data as i64,
-        udata: k.udata.word(),
+        let user = f == libc::EVFILT_USER;
+        #[cfg(target_os = "openbsd")]
+        let user = false;
+        let filter = if f == libc::EVFILT_READ {
+            bits::EVFILT_READ
+        } else if f == libc::EVFILT_WRITE {
+            bits::EVFILT_WRITE
+        } else if user {
+            bits::EVFILT_USER
+        } else {
+            bits::EVFILT_OTHER
+        };
+        Kevent {
+            ident: self.ident as usize,
+            filter,
+            // NetBSD's flags are 32 bits wide; every flag lives in the low 16.
+            flags: self.flags as u16,
+            fflags: self.fflags,
+            data: self.data as i64,
+            udata: self.udata.word(),
+        }
     }
 }
 
@@ -138,27 +138,13 @@ impl KqSys for Libc {
         events: &mut [Kevent],
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
-        let ts = timespec(timeout);
-        let ts_ptr = ts.as_ref().map_or(ptr::null(), |t| t as *const libc::timespec);
-        let nchanges = changes.len().min(libc::c_int::MAX as usize);
-        let nevents = events.len().min(libc::c_int::MAX as usize);
         NATIVE.with(|cell| {
-            let mut bufs = cell.borrow_mut();
-            let (ch, out) = &mut *bufs;
-            ch.clear();
-            ch.extend(changes[..nchanges].iter().map(to_native));
-            if out.len() < nevents {
-                out.resize(nevents, zeroed());
-            }
-            // SAFETY: `ch` holds `nchanges` initialized kevents and `out`
-            // room for `nevents`; `ts_ptr` is null or points at `ts`, which
-            // outlives the call.
-            let n = unsafe { libc::kevent(kq, ch.as_ptr(), nchanges as _, out.as_mut_ptr(), nevents as _, ts_ptr) };
-            let n = (cvt(n)? as usize).min(nevents);
-            for (e, k) in events.iter_mut().zip(&out[..n]) {
-                *e = from_native(k);
-            }
-            Ok(n)
+            native_kevent(&mut cell.borrow_mut(), changes, events, timeout, |ch, nch, out, nout, ts| {
+                // SAFETY: native_kevent passes `nch` initialized kevents at
+                // `ch`, room for `nout` at `out`, and a null or valid `ts`
+                // that outlives the call.
+                unsafe { libc::kevent(kq, ch, nch as _, out, nout as _, ts) }
+            })
         })
     }
 }

@@ -20,8 +20,7 @@ use std::ptr;
 use std::time::Duration;
 
 use super::bits::{self, Kevent};
-use super::KqSys;
-use crate::sys::{cvt, timespec};
+use super::{native_kevent, KqSys};
 
 /// libkqueue's `struct kevent`.
 #[repr(C)]
@@ -53,24 +52,37 @@ extern "C" {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LibKqueue;
 
-fn to_native(e: &Kevent) -> NativeKevent {
-    NativeKevent {
-        ident: e.ident,
-        // The FreeBSD numbers (-1, -2, -11), which libkqueue uses too.
-        filter: e.filter,
-        flags: e.flags,
-        fflags: e.fflags,
-        data: e.data as libc::intptr_t,
-        udata: e.udata as *mut libc::c_void,
+impl super::NativeKevent for NativeKevent {
+    fn zeroed() -> Self {
+        NativeKevent { ident: 0, filter: 0, flags: 0, fflags: 0, data: 0, udata: ptr::null_mut() }
     }
-}
 
-fn from_native(k: &NativeKevent) -> Kevent {
-    let filter = match k.filter {
-        bits::EVFILT_READ | bits::EVFILT_WRITE | bits::EVFILT_USER => k.filter,
-        _ => bits::EVFILT_OTHER,
-    };
-    Kevent { ident: k.ident, filter, flags: k.flags, fflags: k.fflags, data: k.data as i64, udata: k.udata as usize }
+    fn from_seam(e: &Kevent) -> Self {
+        NativeKevent {
+            ident: e.ident,
+            // The FreeBSD numbers (-1, -2, -11), which libkqueue uses too.
+            filter: e.filter,
+            flags: e.flags,
+            fflags: e.fflags,
+            data: e.data as libc::intptr_t,
+            udata: e.udata as *mut libc::c_void,
+        }
+    }
+
+    fn to_seam(&self) -> Kevent {
+        let filter = match self.filter {
+            bits::EVFILT_READ | bits::EVFILT_WRITE | bits::EVFILT_USER => self.filter,
+            _ => bits::EVFILT_OTHER,
+        };
+        Kevent {
+            ident: self.ident,
+            filter,
+            flags: self.flags,
+            fflags: self.fflags,
+            data: self.data as i64,
+            udata: self.udata as usize,
+        }
+    }
 }
 
 impl KqSys for LibKqueue {
@@ -89,22 +101,13 @@ impl KqSys for LibKqueue {
         events: &mut [Kevent],
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
-        let ts = timespec(timeout);
-        let ts_ptr = ts.as_ref().map_or(ptr::null(), |t| t as *const libc::timespec);
-        let nchanges = changes.len().min(libc::c_int::MAX as usize);
-        let nevents = events.len().min(libc::c_int::MAX as usize);
-        // A test backend: a fresh buffer per call is fine.
-        let ch: Vec<NativeKevent> = changes[..nchanges].iter().map(to_native).collect();
-        let zero = NativeKevent { ident: 0, filter: 0, flags: 0, fflags: 0, data: 0, udata: ptr::null_mut() };
-        let mut out = vec![zero; nevents];
-        // SAFETY: `ch` holds `nchanges` initialized kevents and `out` room
-        // for `nevents`, both in libkqueue's layout (asserted 32 bytes);
-        // `ts_ptr` is null or points at `ts`, which outlives the call.
-        let n = unsafe { kevent(kq, ch.as_ptr(), nchanges as _, out.as_mut_ptr(), nevents as _, ts_ptr) };
-        let n = (cvt(n)? as usize).min(nevents);
-        for (e, k) in events.iter_mut().zip(&out[..n]) {
-            *e = from_native(k);
-        }
-        Ok(n)
+        // A test backend: fresh buffers per call are fine.
+        native_kevent(&mut (Vec::new(), Vec::new()), changes, events, timeout, |ch, nch, out, nout, ts| {
+            // SAFETY: native_kevent passes `nch` initialized kevents at `ch`
+            // and room for `nout` at `out`, both in libkqueue's layout
+            // (asserted 32 bytes), and a null or valid `ts` that outlives
+            // the call.
+            unsafe { kevent(kq, ch, nch, out, nout, ts) }
+        })
     }
 }
