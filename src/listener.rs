@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use anypoll_backends::Poller;
 
+use crate::sockops::{Real, SockOps};
 use crate::{Ctx, FdState};
 
 /// How long a listener rests after EMFILE/ENFILE.
@@ -100,10 +101,9 @@ pub fn accept_batch<P: Poller>(
     let mut n = 0;
     while n < max {
         if let Some(limit) = cx.fd_limit() {
-            cx.counters_mut().other += 2; // the probe's dup and close
-                                          // A probe that fails (EMFILE, say) is left to accept() itself,
-                                          // which fails alike and takes the paths below.
-            if let Ok(false) = next_fd_fits(fd, limit) {
+            // A probe that fails (EMFILE, say) is left to accept() itself,
+            // which fails alike and takes the paths below.
+            if cx.counted(&mut Real).lowest_free_fd(fd).is_ok_and(|next| next >= limit) {
                 let why = format_args!(
                     "the next connection's fd would not fit the {} backend (it watches fds below {limit})",
                     cx.backend()
@@ -150,19 +150,9 @@ pub fn accept_batch<P: Poller>(
 /// The dup's OS error, errno kept: EMFILE/ENFILE when the process is out of
 /// fds altogether ([`is_out_of_fds`]).
 pub fn next_fd_fits(fd: RawFd, limit: RawFd) -> io::Result<bool> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: F_DUPFD_CLOEXEC only reads `fd` (a bad fd gives EBADF) and
-    // returns a new fd or -1; it takes no pointer.
-    let probe = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if probe < 0 {
-        // The bare OS error, so that is_out_of_fds sees its errno; the
-        // callers' messages name the listener.
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `probe` is the new fd fcntl just returned; nobody else owns
-    // it, and dropping it closes it.
-    drop(unsafe { OwnedFd::from_raw_fd(probe) });
-    Ok(probe < limit)
+    // The bare OS error on failure, so that is_out_of_fds sees its errno;
+    // the callers' messages name the listener.
+    Ok(Real.lowest_free_fd(fd)? < limit)
 }
 
 /// Whether `e` says the process or the system is out of fds (EMFILE,
@@ -195,11 +185,7 @@ pub fn pause_out_of_fds<P: Poller>(cx: &mut Ctx<P>, fd: RawFd, why: &dyn std::fm
 /// deregisters an fd (a connection closing frees a number), whichever
 /// comes first.
 pub fn pause_unless_drained<P: Poller>(cx: &mut Ctx<P>, fd: RawFd, why: &dyn std::fmt::Display) -> BatchEnd {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one pollfd, a live local, and a zero timeout.
-    let r = unsafe { libc::poll(&mut p, 1, 0) };
-    cx.counters_mut().other += 1;
-    if r == 0 {
+    if let Ok(false) = cx.counted(&mut Real).poll_in(fd) {
         cx.would_block(fd, FdState::RECV_READY);
         return BatchEnd::Drained;
     }

@@ -52,6 +52,24 @@ pub trait SockOps {
     fn connect(&mut self, fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
         Real.connect(fd, addr)
     }
+    /// accept(2) on listener `fd`: the client's socket, non-blocking and
+    /// close-on-exec, and its address; EAGAIN and EINTR are returned as
+    /// errors. By default the real call.
+    fn accept(&mut self, fd: RawFd) -> io::Result<(OwnedFd, SocketAddr)> {
+        Real.accept(fd)
+    }
+    /// The number the next fd this process opens would get: the lowest
+    /// free one, found with `fcntl(F_DUPFD_CLOEXEC)` of `fd` (any open fd)
+    /// and closed at once, two syscalls. By default the real calls.
+    fn lowest_free_fd(&mut self, fd: RawFd) -> io::Result<RawFd> {
+        Real.lowest_free_fd(fd)
+    }
+    /// poll(2) of `fd` for input with a zero timeout: whether anything
+    /// (input, a hang-up, an error) is pending on it now. poll(2) has no
+    /// fd-number limit, unlike select. By default the real call.
+    fn poll_in(&mut self, fd: RawFd) -> io::Result<bool> {
+        Real.poll_in(fd)
+    }
 }
 
 /// The real syscalls.
@@ -131,12 +149,33 @@ impl SockOps for Real {
         // SAFETY: `ss` holds a sockaddr of `len` bytes, live during the call.
         ret(unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } as isize).map(drop)
     }
+
+    fn accept(&mut self, fd: RawFd) -> io::Result<(OwnedFd, SocketAddr)> {
+        crate::sys::accept(fd)
+    }
+
+    fn lowest_free_fd(&mut self, fd: RawFd) -> io::Result<RawFd> {
+        // SAFETY: F_DUPFD_CLOEXEC only reads `fd` (a bad fd gives EBADF) and
+        // returns a new fd or -1; it takes no pointer.
+        let probe = ret(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) } as isize)? as RawFd;
+        // SAFETY: `probe` is the new fd fcntl just returned; nobody else owns
+        // it, and dropping it closes it.
+        drop(unsafe { OwnedFd::from_raw_fd(probe) });
+        Ok(probe)
+    }
+
+    fn poll_in(&mut self, fd: RawFd) -> io::Result<bool> {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd, a live local, and a zero timeout.
+        ret(unsafe { libc::poll(&mut p, 1, 0) } as isize).map(|n| n > 0)
+    }
 }
 
 /// A [`SockOps`] that counts every call in [`Counters`]: recv and read in
-/// `reads`, send in `writes`, splice in `splices`, getsockopt(SO_ERROR),
-/// shutdown, socket and connect in `other`; EINTR and EAGAIN calls included, as the
-/// kernel saw them. Made per call with [`Ctx::counted`](crate::Ctx::counted);
+/// `reads`, send in `writes`, splice in `splices`, accept in `accepts`,
+/// getsockopt(SO_ERROR), shutdown, socket, connect, poll and the free-fd
+/// probe (two) in `other`; EINTR and EAGAIN calls included, as the kernel
+/// saw them. Made per call with [`Ctx::counted`](crate::Ctx::counted);
 /// generic and inline, so it costs the additions and nothing else.
 #[derive(Debug)]
 pub struct Counted<'a, S> {
@@ -192,5 +231,59 @@ impl<S: SockOps> SockOps for Counted<'_, S> {
     fn connect(&mut self, fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
         self.counters.other += 1;
         self.ops.connect(fd, addr)
+    }
+    #[inline]
+    fn accept(&mut self, fd: RawFd) -> io::Result<(OwnedFd, SocketAddr)> {
+        self.counters.accepts += 1;
+        self.ops.accept(fd)
+    }
+    #[inline]
+    fn lowest_free_fd(&mut self, fd: RawFd) -> io::Result<RawFd> {
+        self.counters.other += 2; // the dup and its close
+        self.ops.lowest_free_fd(fd)
+    }
+    #[inline]
+    fn poll_in(&mut self, fd: RawFd) -> io::Result<bool> {
+        self.counters.other += 1;
+        self.ops.poll_in(fd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// The listener's own calls are counted in the seam like the rest: an
+    /// accept that finds no client is still one accept, the free-fd probe
+    /// is two calls, the zero-timeout poll is one.
+    #[test]
+    fn counted_counts_the_listener_calls_and_the_probe_is_true() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let fd = l.as_raw_fd();
+        let mut c = Counters::default();
+        let mut ops = Real;
+        let mut counted = Counted::new(&mut ops, &mut c);
+        let e = counted.accept(fd).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        assert!(!counted.poll_in(fd).unwrap(), "nothing is queued yet");
+        let next = counted.lowest_free_fd(fd).unwrap();
+        let opened = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(next, opened.as_raw_fd(), "the probe named another number than the next open got");
+        drop(opened);
+
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut counted = Counted::new(&mut ops, &mut c);
+        while !counted.poll_in(fd).unwrap() {
+            assert!(std::time::Instant::now() < deadline, "the client never showed up on the listener");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let (sock, peer) = counted.accept(fd).unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert!(sock.as_raw_fd() >= 0);
+        assert_eq!(c.accepts, 2, "{c}");
+        assert!(c.other >= 4, "two polls and the probe's two calls: {c}");
     }
 }

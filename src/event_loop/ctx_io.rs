@@ -311,8 +311,7 @@ impl<P: Poller> Ctx<P> {
     /// close-on-exec. `Ok(None)` on EAGAIN (recv no longer READY).
     pub fn accept(&mut self, fd: RawFd) -> io::Result<Option<(OwnedFd, SocketAddr)>> {
         loop {
-            self.counters.accepts += 1;
-            match crate::sys::accept(fd) {
+            match Counted::new(&mut Real, &mut self.counters).accept(fd) {
                 Ok(r) => {
                     self.mark_progress(fd);
                     return Ok(Some(r));
