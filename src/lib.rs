@@ -28,7 +28,6 @@
 //! * [`channel`]: one direction of a stream: its buffer or pipe and its forwarding budget.
 //! * [`buffer`]: ring buffers and their pool.
 //! * [`pipe`]: pipes for splice, and their pool.
-//! * [`sys`]: thin syscall helpers of the core.
 //!
 //! # Errors
 //!
@@ -68,7 +67,7 @@ pub mod raw_sock;
 pub mod signal;
 pub mod sockops;
 pub mod stream;
-pub mod sys;
+mod sys;
 pub mod timer;
 #[cfg(feature = "tls")]
 pub mod tls;

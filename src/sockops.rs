@@ -20,6 +20,12 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use crate::counters::Counters;
 
+/// The flags every send uses: `MSG_NOSIGNAL` where it exists, so that a
+/// send to a closed peer is EPIPE and no SIGPIPE. Where it does not
+/// (macOS), the loop sets `SO_NOSIGPIPE` on its sockets and ignores
+/// SIGPIPE. Pass it to [`SockOps::send`] when calling it directly.
+pub use crate::sys::SEND_FLAGS;
+
 /// The socket syscalls the transport makes. Each returns the kernel's
 /// result; EINTR is returned, not retried (the transport retries it).
 ///

@@ -32,7 +32,7 @@ fn each_seam_call_is_counted_once() {
     assert_eq!(cx.counted(&mut Real).recv(fd, &mut buf, 0).unwrap(), 1);
     assert_eq!(moved(cx.counters(), &before), (1, 0, 0, 0), "recv");
     let before = *cx.counters();
-    cx.counted(&mut Real).send(fd, b"y", anypoll::sys::SEND_FLAGS).unwrap();
+    cx.counted(&mut Real).send(fd, b"y", anypoll::sockops::SEND_FLAGS).unwrap();
     assert_eq!(moved(cx.counters(), &before), (0, 1, 0, 0), "send");
     let before = *cx.counters();
     let _ = cx.counted(&mut Real).read(fd, &mut buf); // EAGAIN: counted all the same

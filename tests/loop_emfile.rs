@@ -59,10 +59,8 @@ fn tcp_socket() -> OwnedFd {
 /// A blocking connect to a listener on loopback: done once the connection
 /// is queued for accept().
 fn connect(s: &OwnedFd, addr: SocketAddr) {
-    let (ss, len) = anypoll::sys::std_to_sockaddr(&addr);
-    // SAFETY: `ss` holds a sockaddr of `len` bytes.
-    let r = unsafe { libc::connect(s.as_raw_fd(), (&ss as *const libc::sockaddr_storage).cast(), len) };
-    assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
+    use anypoll::sockops::{Real, SockOps};
+    Real.connect(s.as_raw_fd(), &addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
 }
 
 /// Takes every free fd number below the limit.

@@ -201,7 +201,7 @@ fn write_outside(mut streams: Vec<(usize, u64, Box<dyn Sock>)>, seed: u64, deadl
         let k = rng.range(1, buf.len()).min((*total - sent[i]) as usize);
         fill(*id, sent[i], &mut buf[..k]);
         // SAFETY: `buf` is valid for reads of `k` bytes during the call.
-        let n = unsafe { libc::send(sock.as_raw_fd(), buf.as_ptr().cast(), k, anypoll::sys::SEND_FLAGS) };
+        let n = unsafe { libc::send(sock.as_raw_fd(), buf.as_ptr().cast(), k, anypoll::sockops::SEND_FLAGS) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::Interrupted {

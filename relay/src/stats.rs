@@ -113,7 +113,7 @@ impl Worker {
             // A small page on a fresh socket fits its send buffer; a client
             // that does not read it loses it rather than blocking us. One
             // send, counted by the seam; the socket closes when `sock` drops.
-            let _ = cx.counted(&mut Real).send(sock.as_raw_fd(), page.as_bytes(), anypoll::sys::SEND_FLAGS);
+            let _ = cx.counted(&mut Real).send(sock.as_raw_fd(), page.as_bytes(), anypoll::sockops::SEND_FLAGS);
         }
     }
 }
