@@ -48,7 +48,9 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
-cargo test --workspace
+# --no-fail-fast: a failure in one test binary still lets the others run, so
+# one CI log names every failing test.
+cargo test --workspace --no-fail-fast
 
 if [ "$os" = Linux ]; then
     step "models"
