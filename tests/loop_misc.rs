@@ -551,3 +551,46 @@ fn accept_batches(c: Combo) -> String {
 fn a_listener_accepts_at_most_max_per_call() {
     run_matrix("accept_batch", &common::combos("accept_batch"), accept_batches);
 }
+
+/// An ERR report that the socket does not back (recv and send say EAGAIN,
+/// SO_ERROR holds nothing) ends the connection with the loop's "ERR
+/// without errno" error, on recv and on send alike. The sticky ERROR
+/// stops the fd's polling, so an EAGAIN that only cleared READY would
+/// leave the owner waiting for an event that never comes (found by
+/// faults_tls: a TLS end stalled after an injected ERR).
+fn eagain_under_err(c: Combo) -> String {
+    let mut el = c.new_loop();
+    for dir in ["recv", "send"] {
+        let (a, _peer) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let fd = a.as_raw_fd();
+        if dir == "send" {
+            // Fill the socket, so that send says EAGAIN.
+            let chunk = [0u8; 65536];
+            for _ in 0..10_000 {
+                if (&a).write(&chunk).is_err() {
+                    break;
+                }
+            }
+        }
+        el.cx().register(&a, 0, FdState::RECV_ACTIVE | FdState::SEND_ACTIVE).unwrap();
+        el.cx().inject_event(fd, anypoll::backends::Ready::ERROR);
+        let io = if dir == "recv" { el.cx().recv(fd, &mut [0u8; 16]) } else { el.cx().send(fd, b"x", false) };
+        match io {
+            Io::Error(e) => {
+                assert!(e.to_string().contains("does not name"), "{dir}: {e}");
+                assert!(el.cx().state(fd).is_some_and(|s| s.contains(FdState::RECV_SHUT | FdState::SEND_SHUT)));
+            }
+            other => panic!("{dir} on fd {fd} after an ERR report: {other:?}, not the error"),
+        }
+        // Told once: later calls say Closed, without a syscall.
+        assert!(matches!(el.cx().recv(fd, &mut [0u8; 16]), Io::Closed), "{dir}: told twice");
+        el.cx().deregister(fd).unwrap();
+    }
+    "recv and send give the error".into()
+}
+
+#[test]
+fn an_eagain_after_an_err_report_is_the_error_not_a_wait() {
+    run_matrix("eagain_under_err", &common::combos("eagain_under_err"), eagain_under_err);
+}

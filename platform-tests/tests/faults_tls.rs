@@ -20,8 +20,18 @@
 //!   gets the server's;
 //! * with a reset: the server's connection has ERROR and
 //!   [`ConnError::Reset`], and nothing panics;
+//! * with an injected ERR, HUP or RDHUP (and no reset): the connection
+//!   ends, with an error or cleanly, and nothing panics;
 //! * no spin: a case that makes no progress for 2 s, or runs more than
 //!   20,000 loop iterations, fails.
+//!
+//! Poll flags are injected as in `faults.rs`, with `Ctx::inject_event` at
+//! generated loop iterations, in the handshake and the data phase alike:
+//! harmless spurious READABLE and WRITABLE reports in every case, and in
+//! the cases that keep their hard faults, ERR, HUP and RDHUP, which claim
+//! that the peer hung up or failed. After a hard flag, as after a reset,
+//! bytes may be cut short but never corrupted, the end has to come
+//! without a stall, and the fd is deregistered.
 //!
 //! The model, as in `faults.rs`: a scripted EAGAIN or short call leaves
 //! bytes (or room) behind, so "the rest arrived after the call": the
@@ -60,6 +70,32 @@ enum Act {
     Short(usize),
     /// ECONNRESET (hard).
     Reset,
+}
+
+/// A poll flag injected at a loop iteration (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flag {
+    Readable,
+    Writable,
+    /// ERR, HUP, RDHUP: hard.
+    Err,
+    Hup,
+    Rdhup,
+}
+
+impl Flag {
+    fn ready(self) -> Ready {
+        match self {
+            Flag::Readable => Ready::READABLE,
+            Flag::Writable => Ready::WRITABLE,
+            Flag::Err => Ready::ERROR,
+            Flag::Hup => Ready::HUP,
+            Flag::Rdhup => Ready::READABLE | Ready::READ_CLOSED,
+        }
+    }
+    fn hard(self) -> bool {
+        matches!(self, Flag::Err | Flag::Hup | Flag::Rdhup)
+    }
 }
 
 /// The scripted seam of the server's socket.
@@ -131,6 +167,9 @@ impl SockOps for Faults {
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 static HARD: AtomicU64 = AtomicU64::new(0);
 static CLIENT_SIDE: AtomicU64 = AtomicU64::new(0);
+/// Poll flags injected: soft (READABLE, WRITABLE) and hard (ERR, HUP, RDHUP).
+static FLAGS_SOFT: AtomicU64 = AtomicU64::new(0);
+static FLAGS_HARD: AtomicU64 = AtomicU64::new(0);
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed).wrapping_add((i >> 8) as u8)).collect()
@@ -266,6 +305,8 @@ struct Case {
     up: usize,
     down: usize,
     acts: Vec<Act>,
+    /// (loop iteration, flag), in iteration order.
+    flags: Vec<(u32, Flag)>,
 }
 
 fn act() -> impl Strategy<Value = Act> {
@@ -278,17 +319,35 @@ fn act() -> impl Strategy<Value = Act> {
     ]
 }
 
-/// A quarter of the cases keep their resets; the others check that every
-/// byte arrives.
+fn flag() -> impl Strategy<Value = Flag> {
+    prop_oneof![
+        3 => Just(Flag::Readable),
+        3 => Just(Flag::Writable),
+        2 => Just(Flag::Err),
+        2 => Just(Flag::Hup),
+        2 => Just(Flag::Rdhup),
+    ]
+}
+
+/// A quarter of the cases keep their hard faults (resets, ERR, HUP,
+/// RDHUP); the others check that every byte arrives.
 fn case() -> impl Strategy<Value = Case> {
-    (any::<bool>(), 0usize..40_000, 0usize..40_000, prop::collection::vec(act(), 0..120), 0u8..4).prop_map(
-        |(client_side, up, down, mut acts, k)| {
+    (
+        any::<bool>(),
+        0usize..40_000,
+        0usize..40_000,
+        prop::collection::vec(act(), 0..120),
+        prop::collection::vec((0u32..30, flag()), 0..6),
+        0u8..4,
+    )
+        .prop_map(|(client_side, up, down, mut acts, mut flags, k)| {
             if k != 0 {
                 acts.retain(|a| *a != Act::Reset);
+                flags.retain(|(_, f)| !f.hard());
             }
-            Case { client_side, up, down, acts }
-        },
-    )
+            flags.sort_by_key(|(at, _)| *at);
+            Case { client_side, up, down, acts, flags }
+        })
 }
 
 fn prefix(what: &str, got: &[u8], sent: &[u8]) -> Result<(), TestCaseError> {
@@ -339,9 +398,21 @@ fn run(case: &Case, scfg: &Arc<rustls::ServerConfig>, ccfg: &Arc<rustls::ClientC
     let start = Instant::now();
     let mut last_move = Instant::now();
     let mut iterations = 0u32;
+    let mut flags: VecDeque<(u32, Flag)> = case.flags.iter().copied().collect();
+    let mut flag_hard = false;
     loop {
         for (fd, r) in s.ops.rearm.drain(..) {
             el.cx().inject_event(fd, r);
+        }
+        while let Some(&(at, f)) = flags.front() {
+            if at > iterations || s.conn.is_closed() {
+                break;
+            }
+            flags.pop_front();
+            flag_hard |= f.hard();
+            let counter = if f.hard() { &FLAGS_HARD } else { &FLAGS_SOFT };
+            counter.fetch_add(1, Ordering::Relaxed);
+            el.cx().inject_event(fd, f.ready());
         }
         let before = (s.got.len(), s.queued, s.conn.flags);
         el.run_once(&mut s, Some(Duration::from_millis(2))).unwrap();
@@ -374,6 +445,15 @@ fn run(case: &Case, scfg: &Arc<rustls::ServerConfig>, ccfg: &Arc<rustls::ClientC
     if s.ops.hard {
         prop_assert!(s.conn.flags.contains(ConnFlags::ERROR));
         prop_assert_eq!(s.conn.error(), ConnError::Reset);
+    } else if flag_hard {
+        // The loop above ended: with an error, or with both sides done.
+        // Either is a true end; the prefix checks above hold for both.
+        let e = s.conn.error();
+        prop_assert!(
+            s.conn.flags.contains(ConnFlags::ERROR) == (e != ConnError::None),
+            "ERROR is set exactly when there is an error: {e:?}, flags {:?}",
+            s.conn.flags
+        );
     } else {
         prop_assert_eq!(s.conn.error(), ConnError::None, "faults {}", s.ops.faults);
         prop_assert_eq!(s.got.len(), case.up);
@@ -407,4 +487,7 @@ fn tls_survives_scripted_faults_in_handshake_and_data() {
     assert!(client_side > 0 && client_side < cases as u64, "{client_side} of {cases} cases on the client side");
     assert!(faults > cases as u64, "the faults did not take effect");
     assert!(hard > 0 && hard < cases as u64, "{hard} of {cases} cases had a reset: the mix is wrong");
+    let (soft_flags, hard_flags) = (FLAGS_SOFT.load(Ordering::Relaxed), FLAGS_HARD.load(Ordering::Relaxed));
+    println!("faults_tls: poll flags injected: {soft_flags} READABLE/WRITABLE, {hard_flags} ERR/HUP/RDHUP");
+    assert!(soft_flags > 0 && hard_flags > 0, "the poll flags were not injected: {soft_flags} soft, {hard_flags} hard");
 }

@@ -184,7 +184,7 @@ impl<P: Poller> Ctx<P> {
                     self.mark_progress(fd);
                     return Io::Done(n);
                 }
-                Err(e) => match self.io_error(fd, e, FdState::RECV_READY) {
+                Err(e) => match self.io_error(ops, fd, e, FdState::RECV_READY) {
                     Some(io) => return io,
                     None => continue,
                 },
@@ -256,7 +256,7 @@ impl<P: Poller> Ctx<P> {
                     self.mark_progress(fd);
                     return Io::Done(n);
                 }
-                Err(e) => match self.io_error(fd, e, FdState::SEND_READY) {
+                Err(e) => match self.io_error(ops, fd, e, FdState::SEND_READY) {
                     Some(io) => return io,
                     None => continue,
                 },
@@ -295,11 +295,25 @@ impl<P: Poller> Ctx<P> {
     /// The one mapping of an I/O errno to fd state, shared by every I/O
     /// path: EINTR is `None` (retry); EAGAIN clears `ready`; anything else
     /// is a hard error.
-    pub(crate) fn io_error(&mut self, fd: RawFd, e: io::Error, ready: FdState) -> Option<Io> {
+    ///
+    /// An EAGAIN on an fd whose poller reported an error not told yet is
+    /// that error (read with `SO_ERROR`, as by [`input_over`](Ctx::input_over)),
+    /// not a wait: a sticky ERROR stops the fd's polling (rule 5 of
+    /// [`crate::fd`]), so clearing READY would leave the connection
+    /// waiting for an event that never comes. A real socket error makes
+    /// recv and send return it, not EAGAIN, so this is the report without
+    /// errno (`SO_ERROR` read by someone else, an error-queue entry, or a
+    /// spurious report); the connection ends with it, as after a short
+    /// read under ERROR, rather than hang.
+    pub(crate) fn io_error<S: SockOps>(&mut self, ops: &mut S, fd: RawFd, e: io::Error, ready: FdState) -> Option<Io> {
         if e.kind() == io::ErrorKind::Interrupted {
             return None;
         }
         if e.kind() == io::ErrorKind::WouldBlock {
+            if self.fds.get(fd).is_some_and(|e| e.state.contains(FdState::ERROR) && !e.error_told) {
+                self.counters.eagain += 1;
+                return Some(self.input_over(ops, fd));
+            }
             self.would_block(fd, ready);
             return Some(Io::WouldBlock);
         }
