@@ -83,6 +83,7 @@ impl Scenario {
                 server.set_nonblocking(true).unwrap();
                 set_linger_zero(std::os::fd::AsRawFd::as_raw_fd(&client));
                 drop(client);
+                settle(&server, libc::POLLERR | libc::POLLHUP);
                 (server.into_raw_fd(), None)
             }
             Scenario::RdhupUnread => {
@@ -90,6 +91,7 @@ impl Scenario {
                 server.set_nonblocking(true).unwrap();
                 client.write_all(&vec![b'x'; self.bytes()]).unwrap();
                 client.shutdown(std::net::Shutdown::Write).unwrap();
+                settle(&server, PEER_SHUT);
                 (server.into_raw_fd(), Some(Box::new(client)))
             }
             Scenario::PeerGone => {
@@ -97,6 +99,7 @@ impl Scenario {
                 server.set_nonblocking(true).unwrap();
                 client.write_all(&[b'y'; 100]).unwrap();
                 drop(client);
+                settle(&server, PEER_SHUT);
                 (server.into_raw_fd(), None)
             }
             Scenario::ProcessGone => {
@@ -112,6 +115,34 @@ impl Scenario {
                 (ours.into_raw_fd(), None)
             }
         }
+    }
+}
+
+/// poll(2)'s "the peer shut its side": Linux's POLLRDHUP. Elsewhere poll
+/// has no such flag, and [`settle`] cannot wait for a half-close.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const PEER_SHUT: libc::c_short = libc::POLLRDHUP;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const PEER_SHUT: libc::c_short = 0;
+
+/// Waits (up to 5 s) until the kernel has processed what the peer did
+/// to `sock` (a FIN, an RST), so that the scenario's state holds before
+/// the loop's first wait. On loopback that is usually at once, but a
+/// loaded machine can defer the packet to ksoftirqd, and the first event
+/// would then show a live socket. Nothing is read: poll(2) only looks.
+fn settle(sock: &impl std::os::fd::AsRawFd, events: libc::c_short) {
+    if events == 0 {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut p = libc::pollfd { fd: sock.as_raw_fd(), events: events | libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd, a live local; the timeout is bounded.
+        let r = unsafe { libc::poll(&mut p, 1, 10) };
+        if r > 0 && p.revents & events != 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "fd {}: the peer's end never showed ({:#x})", p.fd, p.revents);
     }
 }
 
