@@ -85,18 +85,7 @@ fn plaintext_garbage_and_a_stalled_handshake() {
     let dir = TempDir::new("bad-files");
     make_file(&dir.0.join("odd"), 2, 3 * 1024 * 1024 + 7);
     let backend = file_server(dir.0.clone());
-    let server = backend.addr.to_string();
-    let (p, addr) = relay(&[
-        "--server",
-        &server,
-        "--tls-cert",
-        &pki.file("srv.pem"),
-        "--tls-key",
-        &pki.file("srv.key"),
-        "--timeout-handshake",
-        "1s",
-    ]);
-    let base = baseline(&p, addr);
+    let (p, addr, base) = relay(&pki, Tls::Clients, &backend.addr.to_string(), &["--timeout-handshake", "1s"]);
     let done = background_fetch(format!("https://{addr}"), pki.file("ca.pem"), &dir, "odd");
     let quick = Duration::from_secs(5);
 
@@ -138,18 +127,7 @@ fn two_hundred_slow_handshakes_while_requests_are_served() {
     let dir = TempDir::new("slow-files");
     make_file(&dir.0.join("small"), 1, 1000);
     let backend = file_server(dir.0.clone());
-    let server = backend.addr.to_string();
-    let (p, addr) = relay(&[
-        "--server",
-        &server,
-        "--tls-cert",
-        &pki.file("srv.pem"),
-        "--tls-key",
-        &pki.file("srv.key"),
-        "--timeout-handshake",
-        "3s",
-    ]);
-    let base = baseline(&p, addr);
+    let (p, addr, base) = relay(&pki, Tls::Clients, &backend.addr.to_string(), &["--timeout-handshake", "3s"]);
     let t0 = Instant::now();
     let mut slow = Vec::new();
     for _ in 0..SLOW {
@@ -209,10 +187,7 @@ fn wrong_and_expired_certificates() {
     // A client that does not trust the relay's certificate: it refuses
     // with an alert, which the relay names.
     let backend = file_server(dir.0.clone());
-    let server = backend.addr.to_string();
-    let (p, addr) =
-        relay(&["--server", &server, "--tls-cert", &pki.file("srv.pem"), "--tls-key", &pki.file("srv.key")]);
-    let base = baseline(&p, addr);
+    let (p, addr, base) = relay(&pki, Tls::Clients, &backend.addr.to_string(), &[]);
     let url = format!("https://{addr}/small");
     let (st, err) = curl(Some(&pki.file("other-ca.pem")), std::slice::from_ref(&url), &[out.file("x")], quick);
     assert!(!st.success(), "curl trusted a certificate of another CA: {err}");
@@ -230,9 +205,7 @@ fn wrong_and_expired_certificates() {
         [("expired.pem", "srv.key", "expired"), ("wrong.pem", "wrong.key", "not valid for the server name")]
     {
         let srv = SServer::start(&dir.0, &pki.file(cert), &pki.file(key));
-        let server = format!("localhost:{}", srv.addr.port());
-        let (p, addr) = relay(&["--server", &server, "--server-tls", "--ca", &pki.file("ca.pem")]);
-        let base = baseline(&p, addr);
+        let (p, addr, base) = relay(&pki, Tls::Servers, &format!("localhost:{}", srv.addr.port()), &[]);
         let mut s = TcpStream::connect(addr).expect("connect");
         let port = s.local_addr().expect("addr").port();
         s.set_read_timeout(Some(quick)).expect("timeout");

@@ -65,10 +65,7 @@ fn curl_through_tls_termination_to_a_plain_server() {
     let dir = files("term-files");
     let out = TempDir::new("term-out");
     let backend = file_server(dir.0.clone());
-    let server = backend.addr.to_string();
-    let (p, addr) =
-        relay(&["--server", &server, "--tls-cert", &pki.file("srv.pem"), "--tls-key", &pki.file("srv.key")]);
-    let base = baseline(&p, addr);
+    let (p, addr, base) = relay(&pki, Tls::Clients, &backend.addr.to_string(), &[]);
     // By name (the certificate's DNS name) and by address (its IP SAN).
     fetch_all(&format!("https://localhost:{}", addr.port()), Some(&pki.file("ca.pem")), &dir, &out);
     fetch_all(&format!("https://{addr}"), Some(&pki.file("ca.pem")), &dir, &out);
@@ -82,19 +79,7 @@ fn curl_through_tls_on_both_sides_to_openssl_s_server() {
     let dir = files("both-files");
     let out = TempDir::new("both-out");
     let srv = SServer::start(&dir.0, &pki.file("srv.pem"), &pki.file("srv.key"));
-    let server = srv.addr.to_string();
-    let (p, addr) = relay(&[
-        "--server",
-        &server,
-        "--server-tls",
-        "--ca",
-        &pki.file("ca.pem"),
-        "--tls-cert",
-        &pki.file("srv.pem"),
-        "--tls-key",
-        &pki.file("srv.key"),
-    ]);
-    let base = baseline(&p, addr);
+    let (p, addr, base) = relay(&pki, Tls::Both, &srv.addr.to_string(), &[]);
     fetch_all(&format!("https://{addr}"), Some(&pki.file("ca.pem")), &dir, &out);
     fds_back(&p, base, Duration::from_secs(10));
 }
@@ -106,9 +91,7 @@ fn plain_client_through_tls_to_the_server() {
     let out = TempDir::new("origin-out");
     let srv = SServer::start(&dir.0, &pki.file("srv.pem"), &pki.file("srv.key"));
     // The server name comes from --server as written: "localhost".
-    let server = format!("localhost:{}", srv.addr.port());
-    let (p, addr) = relay(&["--server", &server, "--server-tls", "--ca", &pki.file("ca.pem")]);
-    let base = baseline(&p, addr);
+    let (p, addr, base) = relay(&pki, Tls::Servers, &format!("localhost:{}", srv.addr.port()), &[]);
     fetch_all(&format!("http://{addr}"), None, &dir, &out);
     fds_back(&p, base, Duration::from_secs(10));
 }
@@ -123,9 +106,7 @@ fn a_half_close_during_the_server_handshake_loses_nothing() {
     let pki = Pki::new("halfclose");
     let dir = files("halfclose-files");
     let srv = SServer::start(&dir.0, &pki.file("srv.pem"), &pki.file("srv.key"));
-    let server = format!("localhost:{}", srv.addr.port());
-    let (p, addr) = relay(&["--server", &server, "--server-tls", "--ca", &pki.file("ca.pem")]);
-    let base = baseline(&p, addr);
+    let (p, addr, base) = relay(&pki, Tls::Servers, &format!("localhost:{}", srv.addr.port()), &[]);
     let expected = std::fs::read(dir.0.join("small")).expect("small");
     for i in 0..3 {
         let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -146,21 +127,7 @@ fn openssl_s_client_through_tls_termination_to_s_server() {
     let pki = Pki::new("sclient");
     let dir = files("sclient-files");
     let srv = SServer::start(&dir.0, &pki.file("srv.pem"), &pki.file("srv.key"));
-    let server = srv.addr.to_string();
-    let (p, addr) = relay(&[
-        "--server",
-        &server,
-        "--server-tls",
-        "--ca",
-        &pki.file("ca.pem"),
-        "--server-name",
-        "localhost",
-        "--tls-cert",
-        &pki.file("srv.pem"),
-        "--tls-key",
-        &pki.file("srv.key"),
-    ]);
-    let base = baseline(&p, addr);
+    let (p, addr, base) = relay(&pki, Tls::Both, &srv.addr.to_string(), &["--server-name", "localhost"]);
     // s_client sends the request typed on its stdin and prints the reply.
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-quiet", "-verify_return_error", "-CAfile", &pki.file("ca.pem")]);

@@ -76,15 +76,39 @@ fn collect(mut r: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
 /// end (where TLS errors are named).
 pub const LOG: &str = "warn,anypoll_cli::relay=info,anypoll_relay=info,anypoll::tls=info";
 
-/// Runs `anypoll relay --listen 127.0.0.1:0 ARGS` with [`LOG`]; returns it
-/// and its address once it listens.
-pub fn relay(args: &[&str]) -> (Proc, SocketAddr) {
-    let all: Vec<&str> = ["relay", "--listen", "127.0.0.1:0"].into_iter().chain(args.iter().copied()).collect();
+/// The sides on which the relay under test speaks TLS, with the files of
+/// a [`Pki`].
+#[derive(Debug, Clone, Copy)]
+pub enum Tls {
+    /// To its clients: it terminates TLS with the server certificate
+    /// (`--tls-cert srv.pem --tls-key srv.key`).
+    Clients,
+    /// To its servers, trusting the test CA (`--server-tls --ca ca.pem`).
+    Servers,
+    /// Both: the options of [`Tls::Servers`], then those of
+    /// [`Tls::Clients`].
+    Both,
+}
+
+/// Runs `anypoll relay --listen 127.0.0.1:0 --server SERVER`, the options
+/// of `tls` (`pki`'s files), then `extra`, with [`LOG`]. Once it listens,
+/// returns it, its address and its fd [`baseline`].
+pub fn relay(pki: &Pki, tls: Tls, server: &str, extra: &[&str]) -> (Proc, SocketAddr, usize) {
+    let (ca, cert, key) = (pki.file("ca.pem"), pki.file("srv.pem"), pki.file("srv.key"));
+    let mut all = vec!["relay", "--listen", "127.0.0.1:0", "--server", server];
+    if matches!(tls, Tls::Servers | Tls::Both) {
+        all.extend(["--server-tls", "--ca", &ca]);
+    }
+    if matches!(tls, Tls::Clients | Tls::Both) {
+        all.extend(["--tls-cert", &cert, "--tls-key", &key]);
+    }
+    all.extend(extra);
     let p = Proc::spawn_with(&all, |c| {
         c.env("RUST_LOG", LOG);
     });
     let (addrs, _) = p.wait_listening();
-    (p, addrs[0])
+    let base = baseline(&p, addrs[0]);
+    (p, addrs[0], base)
 }
 
 /// The relay's open fds.
