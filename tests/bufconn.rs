@@ -9,15 +9,11 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use anypoll::backends::Poller;
 use anypoll::bufconn::{BufConn, Config, Events, Timeout, WriteError};
-use anypoll::buffer::Buffer;
 use anypoll::connection::ConnError;
-use anypoll::connection::Connection;
-use anypoll::raw_sock::SendFlags;
-use anypoll::sockops::SockOps;
 use anypoll::transport::{RawSock, Transport};
 use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent, TimerId};
+use common::hiding::Hiding;
 use common::Combo;
 
 /// Holds the connection and every non-empty event set it returned.
@@ -414,57 +410,8 @@ fn a_peer_reset_is_an_error_and_the_input_before_it_stays_readable() {
     });
 }
 
-/// A transport that hides readiness, as TLS does: it reads the socket in
-/// one gulp into a store of its own, then hands the owner at most 7 bytes
-/// per call. The socket is drained long before the owner has it all, so
-/// an owner that waits for the fd's readiness strands the rest.
-struct Hiding {
-    store: Buffer,
-}
-
-impl Transport for Hiding {
-    fn name(&self) -> &'static str {
-        "hiding"
-    }
-    fn hides_readiness(&self) -> bool {
-        true
-    }
-    fn rcv_buf<S: SockOps, P: Poller>(
-        &mut self,
-        ops: &mut S,
-        cx: &mut Ctx<P>,
-        conn: &mut Connection,
-        buf: &mut Buffer,
-        max: usize,
-    ) -> usize {
-        if self.store.is_empty() {
-            let room = self.store.free();
-            RawSock.rcv_buf(ops, cx, conn, &mut self.store, room);
-        }
-        let mut chunk = [0u8; 7];
-        let n = max.min(buf.free()).min(chunk.len());
-        let n = self.store.read_into(&mut chunk[..n]);
-        buf.write_from(&chunk[..n])
-    }
-    fn snd_buf<S: SockOps, P: Poller>(
-        &mut self,
-        ops: &mut S,
-        cx: &mut Ctx<P>,
-        conn: &mut Connection,
-        buf: &mut Buffer,
-        max: usize,
-        flags: SendFlags,
-    ) -> usize {
-        RawSock.snd_buf(ops, cx, conn, buf, max, flags)
-    }
-    fn shut_write<S: SockOps, P: Poller>(&mut self, ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection) {
-        RawSock.shut_write(ops, cx, conn)
-    }
-    fn rcv_pending(&self) -> bool {
-        !self.store.is_empty()
-    }
-}
-
+/// Over [`Hiding`] handing out 7 bytes per call: the socket is drained
+/// long before the owner has it all.
 #[test]
 fn bytes_a_transport_hides_are_delivered_before_waiting_and_before_eof() {
     matrix("bufconn_hides_readiness", |c| {
@@ -472,7 +419,7 @@ fn bytes_a_transport_hides_are_delivered_before_waiting_and_before_eof() {
         let (mut peer, s) = common::tcp_pair();
         s.set_nonblocking(true).unwrap();
         let cfg = Config { input_capacity: 64, ..Config::default() };
-        let xprt = Hiding { store: Buffer::with_capacity(4096) };
+        let xprt = Hiding::new(7);
         let bc = BufConn::accepted(el.cx(), s.into(), 1, xprt, cfg).unwrap();
         let mut h = H { bc, events: Vec::new() };
         let data: Vec<u8> = (0..1000u32).map(|i| (i % 241) as u8).collect();

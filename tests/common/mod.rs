@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod hiding;
+
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
