@@ -11,65 +11,10 @@ use std::time::{Duration, Instant};
 
 use anypoll::bufconn::{BufConn, Config, Events, Timeout, WriteError};
 use anypoll::connection::ConnError;
-use anypoll::transport::{RawSock, Transport};
-use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent, TimerId};
+use anypoll::transport::RawSock;
+use anypoll::FdState;
+use common::bufconn::{accepted, accepted_over, fill, matrix, spin, H, T};
 use common::hiding::Hiding;
-use common::Combo;
-
-/// Holds the connection and every non-empty event set it returned.
-struct H<X: Transport = RawSock> {
-    bc: BufConn<X>,
-    events: Vec<Events>,
-}
-
-impl<X: Transport> H<X> {
-    fn count(&self, e: Events) -> usize {
-        self.events.iter().filter(|x| x.contains(e)).count()
-    }
-}
-
-impl<X: Transport> Handler for H<X> {
-    fn io(&mut self, cx: &mut Ctx, _ev: IoEvent) {
-        let e = self.bc.on_io(cx);
-        if !e.is_empty() {
-            self.events.push(e);
-        }
-    }
-    fn timer(&mut self, cx: &mut Ctx, id: TimerId, _data: u64) {
-        let e = self.bc.on_timer(cx, id);
-        if !e.is_empty() {
-            self.events.push(e);
-        }
-    }
-}
-
-/// A BufConn on the server side of a loopback pair, and the peer.
-fn accepted(el: &mut EventLoop, cfg: Config) -> (H, TcpStream) {
-    let (peer, s) = common::tcp_pair();
-    s.set_nonblocking(true).unwrap();
-    let bc = BufConn::accepted(el.cx(), s.into(), 1, RawSock, cfg).expect("register");
-    (H { bc, events: Vec::new() }, peer)
-}
-
-/// Runs the loop until `done` holds; fails past `limit`.
-fn spin<X: Transport>(
-    el: &mut EventLoop,
-    h: &mut H<X>,
-    limit: Duration,
-    mut done: impl FnMut(&mut EventLoop, &mut H<X>) -> bool,
-) {
-    let start = Instant::now();
-    while !done(el, h) {
-        assert!(start.elapsed() < limit, "not done after {limit:?}; events {:?}", h.events);
-        el.run_once(h, Some(Duration::from_millis(10))).expect("run_once");
-    }
-}
-
-const T: Duration = Duration::from_secs(5);
-
-fn matrix(name: &str, f: impl Fn(Combo) -> String) {
-    common::run_matrix(name, &common::combos(name), f);
-}
 
 #[test]
 fn a_line_split_across_reads_and_a_delimiter_at_the_wrap() {
@@ -143,26 +88,6 @@ fn reading_stops_at_the_input_bound_and_resumes_when_room_is_made() {
         assert!(h.bc.counters().input_stalls >= 2, "{:?}", h.bc.counters());
         format!("{} stalls", h.bc.counters().input_stalls)
     });
-}
-
-/// Fills the output queue of a BufConn whose peer does not read; returns
-/// the bytes queued (pattern `i % 253`).
-fn fill(el: &mut EventLoop, h: &mut H) -> usize {
-    let mut queued = 0;
-    let chunk: Vec<u8> = (0..1000).map(|i| (i % 253) as u8).collect();
-    for _ in 0..100_000 {
-        match h.bc.write(el.cx(), &chunk) {
-            Ok(()) => queued += chunk.len(),
-            Err(WriteError::Full { room }) => {
-                assert!(room < chunk.len(), "refused with room for it: {room}");
-                assert!(h.bc.output_len() <= h.bc.config().output_high, "queue above the high watermark");
-                return queued;
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-        el.run_once(h, Some(Duration::ZERO)).unwrap();
-    }
-    panic!("never refused: {queued} bytes queued");
 }
 
 #[test]
@@ -416,12 +341,8 @@ fn a_peer_reset_is_an_error_and_the_input_before_it_stays_readable() {
 fn bytes_a_transport_hides_are_delivered_before_waiting_and_before_eof() {
     matrix("bufconn_hides_readiness", |c| {
         let mut el = c.new_loop();
-        let (mut peer, s) = common::tcp_pair();
-        s.set_nonblocking(true).unwrap();
         let cfg = Config { input_capacity: 64, ..Config::default() };
-        let xprt = Hiding::new(7);
-        let bc = BufConn::accepted(el.cx(), s.into(), 1, xprt, cfg).unwrap();
-        let mut h = H { bc, events: Vec::new() };
+        let (mut h, mut peer) = accepted_over(&mut el, cfg, Hiding::new(7));
         let data: Vec<u8> = (0..1000u32).map(|i| (i % 241) as u8).collect();
         peer.write_all(&data).unwrap();
         let mut got = Vec::new();

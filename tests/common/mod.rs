@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod bufconn;
 pub mod hiding;
 
 use std::io;
