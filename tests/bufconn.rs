@@ -9,71 +9,12 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use anypoll::backends::Poller;
 use anypoll::bufconn::{BufConn, Config, Events, Timeout, WriteError};
-use anypoll::buffer::Buffer;
 use anypoll::connection::ConnError;
-use anypoll::connection::Connection;
-use anypoll::raw_sock::SendFlags;
-use anypoll::sockops::SockOps;
-use anypoll::transport::{RawSock, Transport};
-use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent, TimerId};
-use common::Combo;
-
-/// Holds the connection and every non-empty event set it returned.
-struct H<X: Transport = RawSock> {
-    bc: BufConn<X>,
-    events: Vec<Events>,
-}
-
-impl<X: Transport> H<X> {
-    fn count(&self, e: Events) -> usize {
-        self.events.iter().filter(|x| x.contains(e)).count()
-    }
-}
-
-impl<X: Transport> Handler for H<X> {
-    fn io(&mut self, cx: &mut Ctx, _ev: IoEvent) {
-        let e = self.bc.on_io(cx);
-        if !e.is_empty() {
-            self.events.push(e);
-        }
-    }
-    fn timer(&mut self, cx: &mut Ctx, id: TimerId, _data: u64) {
-        let e = self.bc.on_timer(cx, id);
-        if !e.is_empty() {
-            self.events.push(e);
-        }
-    }
-}
-
-/// A BufConn on the server side of a loopback pair, and the peer.
-fn accepted(el: &mut EventLoop, cfg: Config) -> (H, TcpStream) {
-    let (peer, s) = common::tcp_pair();
-    s.set_nonblocking(true).unwrap();
-    let bc = BufConn::accepted(el.cx(), s.into(), 1, RawSock, cfg).expect("register");
-    (H { bc, events: Vec::new() }, peer)
-}
-
-/// Runs the loop until `done` holds; fails past `limit`.
-fn spin<X: Transport>(
-    el: &mut EventLoop,
-    h: &mut H<X>,
-    limit: Duration,
-    mut done: impl FnMut(&mut EventLoop, &mut H<X>) -> bool,
-) {
-    let start = Instant::now();
-    while !done(el, h) {
-        assert!(start.elapsed() < limit, "not done after {limit:?}; events {:?}", h.events);
-        el.run_once(h, Some(Duration::from_millis(10))).expect("run_once");
-    }
-}
-
-const T: Duration = Duration::from_secs(5);
-
-fn matrix(name: &str, f: impl Fn(Combo) -> String) {
-    common::run_matrix(name, &common::combos(name), f);
-}
+use anypoll::transport::RawSock;
+use anypoll::FdState;
+use common::bufconn::{accepted, accepted_over, fill, matrix, spin, H, T};
+use common::hiding::Hiding;
 
 #[test]
 fn a_line_split_across_reads_and_a_delimiter_at_the_wrap() {
@@ -147,26 +88,6 @@ fn reading_stops_at_the_input_bound_and_resumes_when_room_is_made() {
         assert!(h.bc.counters().input_stalls >= 2, "{:?}", h.bc.counters());
         format!("{} stalls", h.bc.counters().input_stalls)
     });
-}
-
-/// Fills the output queue of a BufConn whose peer does not read; returns
-/// the bytes queued (pattern `i % 253`).
-fn fill(el: &mut EventLoop, h: &mut H) -> usize {
-    let mut queued = 0;
-    let chunk: Vec<u8> = (0..1000).map(|i| (i % 253) as u8).collect();
-    for _ in 0..100_000 {
-        match h.bc.write(el.cx(), &chunk) {
-            Ok(()) => queued += chunk.len(),
-            Err(WriteError::Full { room }) => {
-                assert!(room < chunk.len(), "refused with room for it: {room}");
-                assert!(h.bc.output_len() <= h.bc.config().output_high, "queue above the high watermark");
-                return queued;
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-        el.run_once(h, Some(Duration::ZERO)).unwrap();
-    }
-    panic!("never refused: {queued} bytes queued");
 }
 
 #[test]
@@ -414,67 +335,14 @@ fn a_peer_reset_is_an_error_and_the_input_before_it_stays_readable() {
     });
 }
 
-/// A transport that hides readiness, as TLS does: it reads the socket in
-/// one gulp into a store of its own, then hands the owner at most 7 bytes
-/// per call. The socket is drained long before the owner has it all, so
-/// an owner that waits for the fd's readiness strands the rest.
-struct Hiding {
-    store: Buffer,
-}
-
-impl Transport for Hiding {
-    fn name(&self) -> &'static str {
-        "hiding"
-    }
-    fn hides_readiness(&self) -> bool {
-        true
-    }
-    fn rcv_buf<S: SockOps, P: Poller>(
-        &mut self,
-        ops: &mut S,
-        cx: &mut Ctx<P>,
-        conn: &mut Connection,
-        buf: &mut Buffer,
-        max: usize,
-    ) -> usize {
-        if self.store.is_empty() {
-            let room = self.store.free();
-            RawSock.rcv_buf(ops, cx, conn, &mut self.store, room);
-        }
-        let mut chunk = [0u8; 7];
-        let n = max.min(buf.free()).min(chunk.len());
-        let n = self.store.read_into(&mut chunk[..n]);
-        buf.write_from(&chunk[..n])
-    }
-    fn snd_buf<S: SockOps, P: Poller>(
-        &mut self,
-        ops: &mut S,
-        cx: &mut Ctx<P>,
-        conn: &mut Connection,
-        buf: &mut Buffer,
-        max: usize,
-        flags: SendFlags,
-    ) -> usize {
-        RawSock.snd_buf(ops, cx, conn, buf, max, flags)
-    }
-    fn shut_write<S: SockOps, P: Poller>(&mut self, ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection) {
-        RawSock.shut_write(ops, cx, conn)
-    }
-    fn rcv_pending(&self) -> bool {
-        !self.store.is_empty()
-    }
-}
-
+/// Over [`Hiding`] handing out 7 bytes per call: the socket is drained
+/// long before the owner has it all.
 #[test]
 fn bytes_a_transport_hides_are_delivered_before_waiting_and_before_eof() {
     matrix("bufconn_hides_readiness", |c| {
         let mut el = c.new_loop();
-        let (mut peer, s) = common::tcp_pair();
-        s.set_nonblocking(true).unwrap();
         let cfg = Config { input_capacity: 64, ..Config::default() };
-        let xprt = Hiding { store: Buffer::with_capacity(4096) };
-        let bc = BufConn::accepted(el.cx(), s.into(), 1, xprt, cfg).unwrap();
-        let mut h = H { bc, events: Vec::new() };
+        let (mut h, mut peer) = accepted_over(&mut el, cfg, Hiding::new(7));
         let data: Vec<u8> = (0..1000u32).map(|i| (i % 241) as u8).collect();
         peer.write_all(&data).unwrap();
         let mut got = Vec::new();

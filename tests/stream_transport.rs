@@ -2,107 +2,28 @@
 //! holds is drained before the stream waits on the fd, and its own bytes
 //! are flushed though the channel is empty.
 //!
-//! `Held` is a tiny scripted transport in the manner of TLS: it reads all
-//! the socket has (to EAGAIN, so the fd is no longer READY) into a buffer
-//! of its own, and hands its owner at most `chunk` bytes per call (a
-//! record at a time). Bytes of its own (`own`, a handshake) wait for the
-//! socket until a `snd_buf` sends them.
+//! The transport is `common::hiding::Hiding`, a tiny one in the manner of
+//! TLS: it reads all the socket has (to EAGAIN, so the fd is no longer
+//! READY) into a store of its own, and hands its owner at most `chunk`
+//! bytes per call (a record at a time). Bytes of its own (`with_own`, a
+//! handshake) wait for the socket until a `snd_buf` sends them.
 
-use std::collections::VecDeque;
+mod common;
+
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use anypoll::backends::Poller;
-use anypoll::buffer::Buffer;
-use anypoll::connection::{ConnError, ConnFlags, Connection};
-use anypoll::raw_sock::SendFlags;
-use anypoll::sockops::{Real, SockOps};
+use anypoll::connection::Connection;
+use anypoll::sockops::Real;
 use anypoll::stream::{Outcome, Pools, SpliceMode, Stream};
 use anypoll::transport::{RawSock, Transport};
 use anypoll::{Ctx, EventLoop, FdState, Handler, Io, IoEvent, ShortRead, Strategy};
-
-#[derive(Default)]
-struct Held {
-    chunk: usize,
-    held: VecDeque<u8>,
-    own: Vec<u8>,
-    eof: bool,
-}
-
-impl Transport for Held {
-    fn name(&self) -> &'static str {
-        "held"
-    }
-
-    fn hides_readiness(&self) -> bool {
-        true
-    }
-
-    fn rcv_buf<S: SockOps, P: Poller>(
-        &mut self,
-        ops: &mut S,
-        cx: &mut Ctx<P>,
-        conn: &mut Connection,
-        buf: &mut Buffer,
-        max: usize,
-    ) -> usize {
-        let mut tmp = [0u8; 4096];
-        let rule = ShortRead::of(&*self);
-        while !self.eof {
-            match cx.recv_with_rule(ops, conn.fd(), &mut tmp, rule) {
-                Io::Done(n) => self.held.extend(&tmp[..n]),
-                Io::WouldBlock => break,
-                Io::Closed => self.eof = true,
-                Io::Error(e) => {
-                    conn.set_error(ConnError::from_io(&e));
-                    return 0;
-                }
-            }
-        }
-        let n = self.chunk.min(max).min(buf.free()).min(self.held.len());
-        let part: Vec<u8> = self.held.drain(..n).collect();
-        buf.write_from(&part);
-        if self.eof && self.held.is_empty() {
-            conn.flags |= ConnFlags::SOCK_RD_SH;
-        }
-        n
-    }
-
-    fn snd_buf<S: SockOps, P: Poller>(
-        &mut self,
-        ops: &mut S,
-        cx: &mut Ctx<P>,
-        conn: &mut Connection,
-        buf: &mut Buffer,
-        max: usize,
-        flags: SendFlags,
-    ) -> usize {
-        while !self.own.is_empty() {
-            match cx.send_with(ops, conn.fd(), &self.own, 0) {
-                Io::Done(n) => drop(self.own.drain(..n)),
-                _ => return 0,
-            }
-        }
-        RawSock.snd_buf(ops, cx, conn, buf, max, flags)
-    }
-
-    fn shut_write<S: SockOps, P: Poller>(&mut self, ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection) {
-        RawSock.shut_write(ops, cx, conn)
-    }
-
-    fn rcv_pending(&self) -> bool {
-        !self.held.is_empty()
-    }
-
-    fn snd_pending(&self) -> bool {
-        !self.own.is_empty()
-    }
-}
+use common::hiding::Hiding;
 
 struct H {
-    stream: Stream<Held, Held>,
+    stream: Stream<Hiding, Hiding>,
     pools: Pools,
 }
 
@@ -115,8 +36,8 @@ impl Handler for H {
     }
 }
 
-/// client <-> [front: Held] stream [back: Held] <-> server.
-fn setup(front: Held, back: Held) -> (EventLoop, H, UnixStream, UnixStream) {
+/// client <-> [front: Hiding] stream [back: Hiding] <-> server.
+fn setup(front: Hiding, back: Hiding) -> (EventLoop, H, UnixStream, UnixStream) {
     let (client, f) = UnixStream::pair().unwrap();
     let (b, server) = UnixStream::pair().unwrap();
     f.set_nonblocking(true).unwrap();
@@ -155,8 +76,7 @@ fn collect(el: &mut EventLoop, h: &mut H, peer: &mut UnixStream, want: usize) ->
 /// `rcv_buf` while `rcv_pending`, over more rounds than one `process` does.
 #[test]
 fn held_bytes_are_drained_before_waiting() {
-    let front = Held { chunk: 100, ..Held::default() };
-    let (mut el, mut h, mut client, mut server) = setup(front, Held { chunk: 100, ..Held::default() });
+    let (mut el, mut h, mut client, mut server) = setup(Hiding::new(100), Hiding::new(100));
     let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
     client.write_all(&data).unwrap();
     let got = collect(&mut el, &mut h, &mut server, data.len());
@@ -170,8 +90,8 @@ fn held_bytes_are_drained_before_waiting() {
 /// nothing to send: one `process` must flush them all the same.
 #[test]
 fn own_bytes_are_flushed_with_an_empty_channel() {
-    let back = Held { chunk: 100, own: b"HELLO".to_vec(), ..Held::default() };
-    let (mut el, mut h, _client, mut server) = setup(Held { chunk: 100, ..Held::default() }, back);
+    let back = Hiding::new(100).with_own(b"HELLO");
+    let (mut el, mut h, _client, mut server) = setup(Hiding::new(100), back);
     // The owner's first call (a stream is processed once it is set up).
     let o = h.stream.process(&mut Real, el.cx(), &mut h.pools);
     assert_eq!(o, Outcome::Running);
@@ -209,7 +129,7 @@ fn ready_after_short_read<T: Transport>(xprt: &T) -> bool {
 #[test]
 fn short_read_is_drained_only_without_hidden_readiness() {
     assert!(
-        ready_after_short_read(&Held::default()),
+        ready_after_short_read(&Hiding::new(100)),
         "the drained rule was applied to a transport that hides readiness"
     );
     assert!(!ready_after_short_read(&RawSock), "raw_sock's short read no longer clears READY under level");

@@ -10,6 +10,9 @@
 
 #![allow(dead_code)]
 
+pub mod bufconn;
+pub mod hiding;
+
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
