@@ -58,7 +58,9 @@
 //!    direction of an fd with a sticky ERROR or HUP, is not polled: the
 //!    kernel would report the same final state on every wait (level) and the
 //!    loop would spin. The owner learns the state from the sticky bits,
-//!    which keep the direction READY, so a close is never missed.
+//!    which keep the direction READY, so a close is never missed; and an
+//!    EAGAIN under a sticky ERROR not told yet is that error (read with
+//!    `SO_ERROR`), never a wait, since no event would end the wait.
 //! 6. **Generations.** Each registration of an fd number gets a new
 //!    generation, carried in the poller token. An event whose generation is
 //!    not the fd's current one was queued for a previous owner of the number
