@@ -2,7 +2,7 @@
 //! every backend and strategy built here: handshake and data both ways,
 //! large transfers, half-close with close_notify, truncation, refused
 //! certificates, plaintext and garbage sent to a TLS server, a client
-//! that stalls in the middle of its handshake.
+//! that stalls in the middle of its handshake, a handshake driven alone.
 
 // rcgen (the test certificates) is a dev-dependency on Linux only.
 #![cfg(target_os = "linux")]
@@ -375,4 +375,84 @@ fn tls_config_errors_name_the_file() {
     assert!(e.to_string().contains("cert.pem") && e.to_string().contains("private key"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
     let _: Option<OwnedFd> = None;
+}
+
+/// A server end driven by [`Tls::handshake`] alone, as an owner that has
+/// nowhere to put plaintext yet (the relay, before its server connect).
+struct Alone {
+    conn: anypoll::connection::Connection,
+    tls: Tls,
+    running: bool,
+    calls: u64,
+}
+
+impl Handler for Alone {
+    fn io(&mut self, cx: &mut Ctx, _ev: IoEvent) {
+        self.calls += 1;
+        self.running = self.tls.handshake(&mut anypoll::sockops::Real, cx, &mut self.conn);
+        let fd = self.conn.fd();
+        if self.tls.snd_pending() {
+            cx.want_send(fd);
+        } else {
+            cx.stop_send(fd);
+        }
+    }
+}
+
+#[test]
+fn tls_handshake_alone_keeps_the_first_flight_plaintext() {
+    const REQUEST: &[u8] = b"a request in the same flight as Finished";
+    let combos = common::combos("tls_handshake_alone");
+    common::run_matrix("tls_handshake_alone", &combos, |combo| {
+        let k = cert(NAME, false);
+        let (scfg, ccfg) = configs(&k, &k);
+        let mut el = combo.new_loop();
+        let (peer, s) = tcp_fds();
+        let mut conn = anypoll::connection::Connection::from_connected(s);
+        conn.ctrl_init(el.cx(), 0, anypoll::FdState::RECV_ACTIVE).unwrap();
+        let mut tls = Tls::server(scfg).unwrap();
+        tls.init(&mut conn);
+        let mut h = Alone { conn, tls, running: true, calls: 0 };
+        // The client gives its request to rustls before the handshake:
+        // it goes out in the same write as the client's Finished.
+        let client = std::thread::spawn(move || {
+            let mut sock = TcpStream::from(peer);
+            sock.set_nonblocking(false).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut c = rustls::ClientConnection::new(ccfg, NAME.try_into().unwrap()).unwrap();
+            c.writer().write_all(REQUEST).unwrap();
+            for _ in 0..50 {
+                if !c.is_handshaking() {
+                    break;
+                }
+                c.complete_io(&mut sock).unwrap();
+            }
+            while c.wants_write() {
+                c.write_tls(&mut sock).unwrap();
+            }
+            // Held open until the server closes.
+            let _ = sock.read_to_end(&mut Vec::new());
+        });
+        let start = Instant::now();
+        while h.running {
+            assert!(start.elapsed() < LIMIT, "{}: handshake not done", combo.label());
+            el.run_once(&mut h, Some(Duration::from_millis(20))).unwrap();
+        }
+        assert_eq!(h.conn.error(), ConnError::None, "{}", combo.label());
+        assert!(!h.tls.is_handshaking());
+        // The client's Finished and its request came in one write: the
+        // request is in rustls now, not taken by handshake(), and the fd
+        // is left recv-READY for it.
+        assert!(h.tls.rcv_pending(), "{}: the first flight's plaintext is not held", combo.label());
+        let ready = el.cx().state(h.conn.fd()).is_some_and(|st| st.contains(anypoll::FdState::RECV_READY));
+        assert!(ready, "{}: plaintext held but the fd is not recv-READY", combo.label());
+        let mut got = anypoll::buffer::Buffer::with_capacity(256);
+        h.tls.rcv_buf(&mut anypoll::sockops::Real, el.cx(), &mut h.conn, &mut got, usize::MAX);
+        let mut bytes = vec![0u8; got.len()];
+        got.read_into(&mut bytes);
+        assert_eq!(bytes, REQUEST, "{}: the first flight's plaintext", combo.label());
+        h.conn.force_close(el.cx());
+        client.join().unwrap();
+        format!("handshake in {} io calls, then {} bytes held for rcv_buf", h.calls, REQUEST.len())
+    });
 }

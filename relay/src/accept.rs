@@ -32,6 +32,10 @@ impl Worker {
     ///   lands below it too. Numbers are handed out lowest-first, so the
     ///   server socket made right after the spare is closed gets the
     ///   spare's number or a lower one.
+    ///
+    /// The spare goes with the client: a TLS client holds it through its
+    /// handshake, and it is closed just before the server socket is made
+    /// (see handshake.rs for why it is one spare per handshaking client).
     pub(crate) fn accept(&mut self, cx: &mut Ctx, fd: RawFd) {
         for _ in 0..self.shared.cfg.maxaccept.max(1) {
             if !self.reserve_slot() {
@@ -65,9 +69,10 @@ impl Worker {
             match got {
                 Some((sock, peer)) => {
                     self.stats.accepted += 1;
-                    // Its fd number goes to the server socket.
-                    self.spare = None;
-                    self.open(cx, sock, peer);
+                    // Its fd number goes to the server socket, whenever
+                    // that is made (a TLS client's after its handshake).
+                    let spare = self.spare.take();
+                    self.open(cx, sock, peer, spare);
                 }
                 None => self.release_slot(),
             }

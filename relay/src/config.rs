@@ -77,7 +77,8 @@ pub struct RelayConfig {
     pub tls: Option<TlsFront>,
     /// TLS to the servers (`--server-tls`, `--ca`, `--server-name`).
     pub server_tls: Option<TlsBack>,
-    /// Longest wait for a TLS handshake, on either side.
+    /// Longest wait for a TLS handshake, on either side (a client's runs
+    /// before its server is connected).
     pub timeout_handshake: Duration,
 }
 

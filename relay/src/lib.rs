@@ -17,9 +17,9 @@
 //!
 //! # One connection
 //!
-//! accept → pick the next healthy server (round-robin) → non-blocking
-//! connect → a [`Stream`] forwards both ways (splice or buffers) → both
-//! sides closed. If the connect fails before anything was sent, another
+//! accept → (a TLS listener: the client's handshake) → pick the next
+//! healthy server (round-robin) → non-blocking connect → a [`Stream`]
+//! forwards both ways (splice or buffers) → both sides closed. If the connect fails before anything was sent, another
 //! healthy server is tried once. If no server is up, the client is closed
 //! at once and the log says why. Every aborted transfer is logged with its
 //! reason.
@@ -29,19 +29,24 @@
 //! Each side's transport is chosen at run time (`xprt.rs`): plain, or TLS
 //! when the listeners terminate it (`--tls-cert`) or the servers speak it
 //! (`--server-tls`). Plain↔plain streams keep splice; a TLS side moves
-//! bytes through buffers. From the accept until every TLS handshake of the
-//! stream is done, `--timeout-handshake` applies (as well as the connect
-//! timeout while the server connect runs): a client that stops in the
-//! middle of its handshake is closed then, and frees its slot. A failed
-//! handshake ends the stream with one line naming the client and the TLS
-//! error.
+//! bytes through buffers. On a TLS listener the client's handshake comes
+//! first, as with HAProxy's `ssl` on a bind: the server is chosen and
+//! connected only once it is done (`handshake.rs`), so a client stalled in
+//! its handshake holds its slot and two fds, never a server connection.
+//! `--timeout-handshake` bounds each handshake: the client's from the
+//! accept, the server's (`--server-tls`) from the connect, as well as the
+//! connect timeout while that runs. A client that stops in the middle of
+//! its handshake is closed then, and frees its slot; a failed handshake
+//! closes the client, or ends the stream, with one line naming the client
+//! and the TLS error.
 //!
 //! # Files
 //!
 //! This file holds the public API ([`start`], [`RelayHandle`], [`Shared`])
 //! and the state of a thread; the others its behaviour, by concern:
 //! `worker.rs` (start-up, event and timer dispatch, signals, stop),
-//! `accept.rs` (accepting under `maxconn`, pausing), `streams.rs` (one
+//! `accept.rs` (accepting under `maxconn`, pausing), `handshake.rs` (a
+//! connection slot's states; a TLS client's handshake), `streams.rs` (one
 //! client's stream from connect to close, timeouts), `check_io.rs` (the
 //! health checks' I/O), `stats.rs` (counters and the stats page), `tag.rs`
 //! (typed fd owners and timer tags), `xprt.rs` (the transport per side),
@@ -52,6 +57,7 @@ mod accept;
 pub mod check;
 mod check_io;
 pub mod config;
+mod handshake;
 mod stats;
 mod streams;
 mod tag;
@@ -76,6 +82,7 @@ use anypoll::timer::TimerId;
 use anypoll::{EventLoop, Signal};
 use check::Health;
 use config::RelayConfig;
+use handshake::Slot;
 pub use xprt::TlsContext;
 use xprt::Xprt;
 
@@ -303,7 +310,8 @@ pub(crate) struct Worker {
     pub(crate) shared: Arc<Shared>,
     pub(crate) listeners: Vec<TcpListener>,
     pub(crate) stats_listener: Option<TcpListener>,
-    pub(crate) streams: Vec<Option<Entry>>,
+    /// The connection slots, by index (the owner tags'): see handshake.rs.
+    pub(crate) streams: Vec<Option<Slot>>,
     pub(crate) free: Vec<usize>,
     pub(crate) pools: Pools,
     pub(crate) rr: usize,

@@ -1,9 +1,12 @@
 //! One client's stream: the choice of a server, the connect (and one
 //! retry elsewhere), forwarding, the timeouts, the end and its log line.
+//! A TLS client's stream starts once its handshake is done (the slot's
+//! states are in handshake.rs).
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -14,13 +17,14 @@ use anypoll::transport::Transport;
 use anypoll::{Ctx, FdState};
 
 use crate::config::RelayConfig;
+use crate::handshake::Slot;
 use crate::tag::{Owner, TimerTag};
 use crate::xprt::Xprt;
 use crate::{Entry, Seen, Worker};
 
 /// Which timeout ended a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Timeout {
+pub(crate) enum Timeout {
     /// The server did not accept the connect in time.
     Connect,
     /// The client side was idle too long.
@@ -44,7 +48,7 @@ impl Timeout {
     }
 
     /// What the log line says.
-    fn what(self) -> &'static str {
+    pub(crate) fn what(self) -> &'static str {
         match self {
             Timeout::Connect => "connect timeout",
             Timeout::Client => "client timeout",
@@ -83,6 +87,15 @@ fn next_deadline(e: &Entry, cfg: &RelayConfig) -> Option<(Instant, Timeout)> {
     })
 }
 
+/// The stream in `slots[slot]`, if that slot holds one (not a
+/// handshaking client).
+fn entry_in(slots: &mut [Option<Slot>], slot: usize) -> Option<&mut Entry> {
+    match slots.get_mut(slot) {
+        Some(Some(Slot::Streaming(e))) => Some(e),
+        _ => None,
+    }
+}
+
 impl Worker {
     pub(crate) fn pick_server(&mut self, exclude: Option<usize>) -> Option<usize> {
         let n = self.shared.servers.len();
@@ -96,16 +109,11 @@ impl Worker {
         None
     }
 
-    /// Starts the stream of an accepted client, whose slot is reserved
-    /// (and released here if the stream does not start).
-    pub(crate) fn open(&mut self, cx: &mut Ctx, sock: OwnedFd, peer: SocketAddr) {
-        let Some(server) = self.pick_server(None) else {
-            self.release_slot();
-            self.stats.no_server += 1;
-            log::warn!("client {peer}: closed at once, no server is up");
-            drop(sock);
-            return;
-        };
+    /// Takes in an accepted client, whose connection slot under `maxconn`
+    /// is reserved (and released here if it goes no further), with the fd
+    /// `spare` held for its server socket. A plain client's stream starts
+    /// at once; a TLS client's handshake runs first (handshake.rs).
+    pub(crate) fn open(&mut self, cx: &mut Ctx, sock: OwnedFd, peer: SocketAddr, spare: Option<UnixDatagram>) {
         let front_xprt = match self.shared.tls.front() {
             Ok(x) => x,
             Err(e) => {
@@ -127,18 +135,49 @@ impl Worker {
             self.release_slot();
             return;
         }
+        if front_xprt.hides_readiness() {
+            self.begin_handshake(cx, slot, front, front_xprt, peer, spare);
+        } else {
+            self.start_stream(cx, slot, front, front_xprt, peer, spare);
+        }
+    }
+
+    /// Starts the stream of the client in `slot` (registered; a TLS one
+    /// handshaken): picks a server, connects to it with the fd number of
+    /// `spare`, and processes the stream at once if the client's transport
+    /// may hold bytes already (plaintext that came with the handshake).
+    pub(crate) fn start_stream(
+        &mut self,
+        cx: &mut Ctx,
+        slot: usize,
+        mut front: Connection,
+        front_xprt: Xprt,
+        peer: SocketAddr,
+        spare: Option<UnixDatagram>,
+    ) {
+        let Some(server) = self.pick_server(None) else {
+            self.stats.no_server += 1;
+            log::warn!("client {peer}: closed at once, no server is up");
+            front.force_close(cx);
+            self.free_slot(cx, slot);
+            return;
+        };
+        // Its fd number goes to the server socket.
+        drop(spare);
         let (back, back_xprt) = match self.connect_back(cx, slot, server) {
             Ok(b) => b,
             Err(e) => {
                 log::warn!("client {peer}: connect to server {}: {e}", self.shared.servers[server].addr);
                 front.force_close(cx);
-                self.free.push(slot);
-                self.release_slot();
+                self.free_slot(cx, slot);
                 return;
             }
         };
         let now = Instant::now();
-        let tls = front_xprt.hides_readiness() || back_xprt.hides_readiness();
+        let handshakes = front_xprt.is_handshaking() || back_xprt.hides_readiness();
+        // A TLS client's transport may hold plaintext of its handshake's
+        // last flight already: not to wait for an event that is not coming.
+        let may_hold = front_xprt.hides_readiness();
         let stream = Stream::with_transports(front, front_xprt, back, back_xprt, self.shared.cfg.splice);
         let mut e = Entry {
             stream,
@@ -149,13 +188,16 @@ impl Worker {
             front_last: now,
             back_last: now,
             connect_started: now,
-            handshake_until: tls.then(|| now + self.shared.cfg.timeout_handshake),
+            handshake_until: handshakes.then(|| now + self.shared.cfg.timeout_handshake),
             seen: Seen::default(),
         };
         if let Some((deadline, _)) = next_deadline(&e, &self.shared.cfg) {
             e.timer = Some(cx.add_timer_at(deadline, TimerTag::Stream(slot).encode()));
         }
-        self.streams[slot] = Some(e);
+        self.streams[slot] = Some(Slot::Streaming(e));
+        if may_hold {
+            self.stream_io(cx, slot);
+        }
     }
 
     /// Connects to `server` for the stream in `slot`: the connection
@@ -172,7 +214,7 @@ impl Worker {
     }
 
     pub(crate) fn stream_io(&mut self, cx: &mut Ctx, slot: usize) {
-        let Some(e) = self.streams.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(e) = entry_in(&mut self.streams, slot) else { return };
         let connecting = e.stream.phase() == Phase::Connect;
         let outcome = e.stream.process(&mut Real, cx, &mut self.pools);
         let seen = Seen::of(&e.stream);
@@ -227,7 +269,7 @@ impl Worker {
     pub(crate) fn retry(&mut self, cx: &mut Ctx, slot: usize, server: usize) {
         match self.connect_back(cx, slot, server) {
             Ok((back, xprt)) => {
-                let e = self.streams[slot].as_mut().expect("live stream");
+                let Some(e) = self.entry(slot) else { return };
                 e.stream.replace_back_with(cx, back, xprt);
                 e.server = server;
                 e.tried += 1;
@@ -241,7 +283,13 @@ impl Worker {
     }
 
     pub(crate) fn finish(&mut self, cx: &mut Ctx, slot: usize) {
-        let Some(mut e) = self.streams[slot].take() else { return };
+        let mut e = match self.streams[slot].take() {
+            Some(Slot::Streaming(e)) => e,
+            other => {
+                self.streams[slot] = other;
+                return;
+            }
+        };
         let outcome = e.stream.outcome();
         let lost = e.stream.req.pending() + e.stream.res.pending();
         let server = self.shared.servers[e.server].addr;
@@ -276,6 +324,12 @@ impl Worker {
             cx.cancel_timer(t);
         }
         e.stream.close(cx, &mut self.pools);
+        self.free_slot(cx, slot);
+    }
+
+    /// Frees `slot`, whose connections are closed, and its place under
+    /// `maxconn`; stops the loop if it was the last one of a stop.
+    pub(crate) fn free_slot(&mut self, cx: &mut Ctx, slot: usize) {
         self.free.push(slot);
         self.release_slot();
         self.maybe_resume(cx);
@@ -284,12 +338,17 @@ impl Worker {
         }
     }
 
+    /// The stream in `slot`, if it is one (not a handshaking client).
+    pub(crate) fn entry(&mut self, slot: usize) -> Option<&mut Entry> {
+        entry_in(&mut self.streams, slot)
+    }
+
     pub(crate) fn live(&self) -> usize {
         self.streams.len() - self.free.len()
     }
 
     pub(crate) fn stream_timer(&mut self, cx: &mut Ctx, slot: usize) {
-        let Some(e) = self.streams.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(e) = entry_in(&mut self.streams, slot) else { return };
         e.timer = None;
         let now = Instant::now();
         let Some((deadline, cause)) = next_deadline(e, &self.shared.cfg) else { return };

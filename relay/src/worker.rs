@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anypoll::connection::ConnError;
-use anypoll::stream::Outcome;
 use anypoll::timer::TimerId;
 use anypoll::{Ctx, FdState, Handler, IoEvent, Signal};
 
 use crate::accept::spare_fd;
 use crate::config::CheckKind;
+use crate::handshake::Slot;
 use crate::tag::{Owner, TimerTag};
 use crate::Worker;
 
@@ -75,7 +75,7 @@ impl Handler for Worker {
     fn io(&mut self, cx: &mut Ctx, ev: IoEvent) {
         match Owner::decode(ev.owner) {
             Some(Owner::Listener(_)) => self.accept(cx, ev.fd),
-            Some(Owner::Front(slot) | Owner::Back(slot)) => self.stream_io(cx, slot),
+            Some(Owner::Front(slot) | Owner::Back(slot)) => self.slot_io(cx, slot),
             Some(Owner::Check(i)) => self.check_io(cx, i),
             Some(Owner::StatsListener) => self.serve_stats(cx, ev.fd),
             None => log::error!("fd {}: unknown owner {:#x}", ev.fd, ev.owner),
@@ -84,7 +84,7 @@ impl Handler for Worker {
 
     fn timer(&mut self, cx: &mut Ctx, _id: TimerId, data: u64) {
         match TimerTag::decode(data) {
-            Some(TimerTag::Stream(slot)) => self.stream_timer(cx, slot),
+            Some(TimerTag::Stream(slot)) => self.slot_timer(cx, slot),
             Some(TimerTag::CheckStart(i)) => self.check_start(cx, i),
             Some(TimerTag::CheckTimeout(i)) => self.check_timed_out(cx, i),
             Some(TimerTag::Publish) => {
@@ -97,11 +97,10 @@ impl Handler for Worker {
             Some(TimerTag::Grace) => {
                 let slots: Vec<usize> = (0..self.streams.len()).filter(|&i| self.streams[i].is_some()).collect();
                 for slot in slots {
-                    if let Some(e) = self.streams[slot].as_mut() {
-                        log::warn!("client {}: grace period over, closing", e.peer);
-                        e.stream.abort(Outcome::FrontError(ConnError::Timeout));
+                    if let Some(peer) = self.streams[slot].as_ref().map(Slot::peer) {
+                        log::warn!("client {peer}: grace period over, closing");
                     }
-                    self.finish(cx, slot);
+                    self.abort_slot(cx, slot, ConnError::Timeout);
                 }
                 cx.stop();
             }

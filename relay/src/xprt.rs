@@ -109,6 +109,26 @@ impl Xprt {
             Xprt::Tls(t) => t.is_handshaking(),
         }
     }
+
+    /// Drives this side's TLS handshake alone, taking no plaintext (see
+    /// [`Tls::handshake`]): whether it still runs afterwards. False at
+    /// once for plain TCP, and after a failure (the connection's error
+    /// says which).
+    pub(crate) fn handshake<S: SockOps, P: Poller>(
+        &mut self,
+        ops: &mut S,
+        cx: &mut Ctx<P>,
+        conn: &mut Connection,
+    ) -> bool {
+        match self {
+            Xprt::Raw(_) => {
+                let _ = (ops, cx, conn);
+                false
+            }
+            #[cfg(feature = "tls")]
+            Xprt::Tls(t) => t.handshake(ops, cx, conn),
+        }
+    }
 }
 
 /// `$body` with `$x` bound to the variant's transport.

@@ -315,6 +315,109 @@ impl Tls {
         }
         (done, false)
     }
+    /// One step of reading: rustls's own bytes out first if it wants
+    /// that before reading (a handshake), then one socket read, processed.
+    fn read_step<S: SockOps, P: Poller>(&mut self, ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection) -> Step {
+        if !self.tls.wants_read() {
+            // rustls first wants its own bytes out (handshake).
+            if self.tls.wants_write() && self.flush(ops, cx, conn) && self.tls.wants_read() {
+                return Step::Read;
+            }
+            return Step::Blocked;
+        }
+        let mut io = SockIo::new(ops, cx, conn.fd(), conn.flags.contains(ConnFlags::WAIT_L4_CONN));
+        let r = self.tls.read_tls(&mut io);
+        let (end, moved) = (io.end, io.moved);
+        if moved || end == End::Eof {
+            conn.connected();
+        }
+        match r {
+            Ok(0) => {
+                if self.tls.is_handshaking() {
+                    self.fail(ops, cx, conn, ConnError::TlsUnexpectedEof, &"the socket's EOF");
+                    return Step::Ended;
+                }
+                // Clean (`close_notify` came) or a truncation: the
+                // reader tells, once the plaintext before it is out.
+                self.end_pending = true;
+                Step::Read
+            }
+            Ok(_) => match self.tls.process_new_packets() {
+                Ok(state) => {
+                    self.plain = state.plaintext_bytes_to_read();
+                    if state.peer_has_closed() {
+                        self.end_pending = true;
+                    }
+                    // Replies of the handshake, key updates, and a
+                    // close_notify held back until the handshake ended.
+                    if self.tls.wants_write() || (self.shut && !self.notified) {
+                        self.flush(ops, cx, conn);
+                    }
+                    Step::Read
+                }
+                Err(e) => {
+                    let err = errors::conn_error(&e, self.tls.is_handshaking());
+                    self.fail(ops, cx, conn, err, &e);
+                    Step::Ended
+                }
+            },
+            Err(e) => match end {
+                End::WouldBlock => Step::Blocked,
+                End::Error(err) => {
+                    conn.set_error(err);
+                    Step::Ended
+                }
+                // rustls's own refusal (its plaintext buffer is
+                // full): cannot happen, plaintext is drained first.
+                End::Open | End::Eof => {
+                    self.fail(ops, cx, conn, ConnError::TlsProtocol, &e);
+                    Step::Ended
+                }
+            },
+        }
+    }
+
+    /// Drives the handshake alone, taking no plaintext: for an owner that
+    /// wants the handshake done before it has anywhere to put the peer's
+    /// bytes (the relay connects to a server only then). Flushes what
+    /// rustls has queued, then reads and processes records (at most
+    /// `MAX_READS` socket reads) until the handshake is done or the socket
+    /// has no more. Returns whether the handshake still runs.
+    ///
+    /// On a failure the connection's error is set (as by
+    /// [`rcv_buf`](Transport::rcv_buf)) and the return is false. Once it is
+    /// done, the plaintext that came in the same flight (a request sent
+    /// right after the client's `Finished`) stays in rustls:
+    /// [`rcv_pending`](Transport::rcv_pending) is true and the fd is kept
+    /// recv-READY, so the next `rcv_buf` delivers it. While
+    /// [`snd_pending`](Transport::snd_pending) is true, the owner keeps
+    /// send wanted and calls this again when the fd is writable.
+    pub fn handshake<S: SockOps, P: Poller>(&mut self, ops: &mut S, cx: &mut Ctx<P>, conn: &mut Connection) -> bool {
+        if usable(conn, ConnFlags::SOCK_WR_SH) && self.tls.wants_write() {
+            self.flush(ops, cx, conn);
+        }
+        for _ in 0..MAX_READS {
+            if !self.tls.is_handshaking() || !usable(conn, ConnFlags::SOCK_RD_SH) {
+                break;
+            }
+            if self.read_step(ops, cx, conn) != Step::Read {
+                break;
+            }
+        }
+        self.keep_ready(cx, conn.fd(), 0);
+        self.tls.is_handshaking() && !conn.flags.contains(ConnFlags::ERROR)
+    }
+}
+
+/// What one [`Tls::read_step`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Records were read (or rustls's bytes went out): read again.
+    Read,
+    /// Nothing more now: the socket would block, or rustls wants nothing.
+    Blocked,
+    /// The input is over: an error was set.
+    Ended,
 }
 
 impl Transport for Tls {
@@ -348,59 +451,10 @@ impl Transport for Tls {
             if done >= max || buf.is_full() {
                 break;
             }
-            if !self.tls.wants_read() {
-                // rustls first wants its own bytes out (handshake).
-                if self.tls.wants_write() && self.flush(ops, cx, conn) && self.tls.wants_read() {
-                    continue;
-                }
-                break;
-            }
-            let mut io = SockIo::new(ops, cx, fd, conn.flags.contains(ConnFlags::WAIT_L4_CONN));
-            let r = self.tls.read_tls(&mut io);
-            let (end, moved) = (io.end, io.moved);
-            if moved || end == End::Eof {
-                conn.connected();
-            }
-            match r {
-                Ok(0) => {
-                    if self.tls.is_handshaking() {
-                        self.fail(ops, cx, conn, ConnError::TlsUnexpectedEof, &"the socket's EOF");
-                        return done;
-                    }
-                    // Clean (`close_notify` came) or a truncation: the
-                    // reader tells, once the plaintext before it is out.
-                    self.end_pending = true;
-                }
-                Ok(_) => match self.tls.process_new_packets() {
-                    Ok(state) => {
-                        self.plain = state.plaintext_bytes_to_read();
-                        if state.peer_has_closed() {
-                            self.end_pending = true;
-                        }
-                        // Replies of the handshake, key updates, and a
-                        // close_notify held back until the handshake ended.
-                        if self.tls.wants_write() || (self.shut && !self.notified) {
-                            self.flush(ops, cx, conn);
-                        }
-                    }
-                    Err(e) => {
-                        let err = errors::conn_error(&e, self.tls.is_handshaking());
-                        self.fail(ops, cx, conn, err, &e);
-                        return done;
-                    }
-                },
-                Err(e) => {
-                    match end {
-                        End::WouldBlock => break,
-                        End::Error(err) => conn.set_error(err),
-                        // rustls's own refusal (its plaintext buffer is
-                        // full): cannot happen, plaintext is drained first.
-                        End::Open | End::Eof => {
-                            self.fail(ops, cx, conn, ConnError::TlsProtocol, &e);
-                        }
-                    }
-                    return done;
-                }
+            match self.read_step(ops, cx, conn) {
+                Step::Read => {}
+                Step::Blocked => break,
+                Step::Ended => return done,
             }
         }
         if buf.is_full() {
