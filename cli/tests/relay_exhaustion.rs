@@ -104,9 +104,25 @@ fn emfile(limit: u64) {
         t.0 + t.2 >= room
     });
     assert!(p.wait_line("pausing accepts", Duration::from_secs(3)).is_some(), "EMFILE is logged: {}", p.log_text());
-    std::thread::sleep(Duration::from_millis(300));
-    let t = tally(&mut clients);
-    println!("limit {limit}: served {}, waiting {}, closed {}", t.0, t.1, t.2);
+    // Until nothing changes for 600 ms (six check intervals), at most 5 s:
+    // on a loaded machine the relay may still be taking the last client.
+    // A health check that held an fd when the last client came frees it
+    // within an interval; that client is then accepted, which ends the
+    // episode, and the next EMFILE is a second one, logged once too.
+    let mut t = tally(&mut clients);
+    let settle = std::time::Instant::now();
+    let mut still = std::time::Instant::now();
+    while still.elapsed() < Duration::from_millis(600) && settle.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = tally(&mut clients);
+        if now != t {
+            t = now;
+            still = std::time::Instant::now();
+        }
+    }
+    let warned = p.count_lines("pausing accepts");
+    println!("limit {limit}: served {}, waiting {}, closed {}; {warned} EMFILE warning(s)", t.0, t.1, t.2);
+    assert!((1..=2).contains(&warned), "one warning per episode: {}", p.log_text());
 
     // Stuck: no spin, and the warning is not repeated.
     let lines = p.log.lock().expect("log").len();
@@ -116,7 +132,6 @@ fn emfile(limit: u64) {
     let t2 = tally(&mut clients);
     println!("limit {limit}: {} CPU ticks over 1 s while out of fds", c1 - c0);
     assert!(c1 - c0 <= 5, "the relay spins while out of fds: {} ticks in 1 s", c1 - c0);
-    assert_eq!(p.count_lines("pausing accepts"), 1, "one warning per episode: {}", p.log_text());
     assert_eq!(p.log.lock().expect("log").len(), lines, "nothing logged while stuck: {}", p.log_text());
     assert_eq!(t2, t, "nothing changes while stuck");
     assert_eq!(t.2, 0, "no client is turned away for lack of fds; they wait: {}", p.log_text());
@@ -143,7 +158,7 @@ fn emfile(limit: u64) {
     for &i in &served[..2] {
         echo(&mut clients[i].s, b"still here").expect("a connection from before works after");
     }
-    assert_eq!(p.count_lines("pausing accepts"), 1, "{}", p.log_text());
+    assert_eq!(p.count_lines("pausing accepts"), warned, "a warning after the episode ended: {}", p.log_text());
     println!("limit {limit}: log:\n{}", p.log_text());
 }
 
@@ -292,7 +307,24 @@ fn bounded_memory(push: Push, splice: &str) {
         Push::Up => push_until_stalled(&mut clients),
         Push::Down => push_until_stalled(&mut servers),
     };
-    let reads0 = relay_reads(stats);
+    // The writers stalled; on a loaded machine the relay may still be
+    // reading what was already in its sockets. Stalled means its count of
+    // reads stops moving (for 300 ms, within 5 s); a relay that keeps
+    // reading never gets there and fails here.
+    let mut reads0 = relay_reads(stats);
+    let settle = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = relay_reads(stats);
+        if now == reads0 {
+            break;
+        }
+        assert!(
+            settle.elapsed() < Duration::from_secs(5),
+            "the relay kept reading for 5 s after its consumer stalled ({push:?}, splice {splice})"
+        );
+        reads0 = now;
+    }
     let cpu0 = cpu_ticks(p.pid()).expect("cpu");
     std::thread::sleep(Duration::from_secs(1));
     let cpu = cpu_ticks(p.pid()).expect("cpu") - cpu0;
