@@ -51,6 +51,9 @@ COMMAND="ci/bench-relay.sh${*:+ $*}"
 [ "$ROUNDS" = 3 ] && [ "$DUR" = 5 ] && [ "$STRACE_DUR" = 2 ] && [ "$IDLE_CONNS_WANTED" = 10000 ] ||
     COMMAND="ROUNDS=$ROUNDS DUR=$DUR STRACE_DUR=$STRACE_DUR IDLE_CONNS=$IDLE_CONNS_WANTED $COMMAND"
 COMMAND="${COMMAND_CONTENDERS:-}$COMMAND"
+# A report written elsewhere says so: its command, run again, must not
+# overwrite the default report.
+[ "$OUT" = docs/bench/relay.md ] && [ "$SVG" = docs/bench/relay.svg ] || COMMAND="OUT=$OUT SVG=$SVG $COMMAND"
 
 NGINX_PORT=18080
 STATUS_PORT=18081
@@ -554,7 +557,10 @@ def ratio(v, ref):
 
 ha = "haproxy"
 L = []
-L.append("# Relay benchmark: anypoll vs HAProxy vs tokio\n")
+# The title names the peers that ran, and TLS when it did.
+peers = ["HAProxy"] + (["tokio"] if "tokio" in names else [])
+tls_note = ", plain and TLS termination" if any(n.endswith("-tls") for n in names) else ""
+L.append(f"# Relay benchmark: anypoll vs {' vs '.join(peers)}{tls_note}\n")
 L.append(f"Written by `ci/bench-relay.sh` on {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Do not edit by hand: run it again.\n")
 L.append(f"- **Command:** `{command}` (took {int(elapsed) // 60} min {int(elapsed) % 60} s, builds excluded)")
 L.append(f"- **Machine:** {machine}; load average (1, 5, 15 min) {load_start} at the start, {load_end} at the end "
