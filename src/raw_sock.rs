@@ -129,7 +129,10 @@ impl<S: SockOps> SockOps for Connecting<'_, S> {
 /// Logged once per process.
 static SPLICE_FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
 
-fn usable(conn: &Connection, shut: ConnFlags) -> bool {
+/// Whether `conn` can still do I/O in the direction whose shutdown flag is
+/// `shut` (`SOCK_RD_SH` or `SOCK_WR_SH`): initialised, that direction not
+/// shut, no error. Every transport checks it before a socket call.
+pub(crate) fn usable(conn: &Connection, shut: ConnFlags) -> bool {
     conn.flags.contains(ConnFlags::CTRL_READY) && !conn.flags.intersects(shut | ConnFlags::ERROR)
 }
 

@@ -109,7 +109,7 @@ pub use rustls;
 
 use crate::buffer::Buffer;
 use crate::connection::{ConnError, ConnFlags, Connection};
-use crate::raw_sock::{self, SendFlags};
+use crate::raw_sock::{self, usable, SendFlags};
 use crate::sockops::SockOps;
 use crate::transport::Transport;
 use crate::{Ctx, FdState};
@@ -146,10 +146,6 @@ pub struct Tls {
     shut_done: bool,
     /// An error was logged for this connection.
     logged: bool,
-}
-
-fn usable(conn: &Connection, shut: ConnFlags) -> bool {
-    conn.flags.contains(ConnFlags::CTRL_READY) && !conn.flags.intersects(shut | ConnFlags::ERROR)
 }
 
 impl Tls {
