@@ -45,7 +45,7 @@
 //! loop with an iteration budget and prove that it does not spin.
 //!
 //! One file per piece, all re-exported here: `seam` (the scripted
-//! `SockOps`), `bytes`, `fds`, `loops`, `peer`, `endpoint` and
+//! `SockOps`), `bytes`, `fds`, `flags` (injected poll flags), `loops`, `peer`, `endpoint` and
 //! `stream_rig`.
 //!
 //! [`raw_sock`]: anypoll::raw_sock
@@ -56,6 +56,7 @@
 mod bytes;
 mod endpoint;
 mod fds;
+mod flags;
 mod loops;
 mod peer;
 mod seam;
@@ -64,6 +65,7 @@ mod stream_rig;
 pub use bytes::{assert_bytes, checksum, pattern};
 pub use endpoint::Endpoint;
 pub use fds::{pending_bytes, poll_once, set_blocking, set_nonblocking, setsockopt_int, wait_pending, wait_poll};
+pub use flags::PollFlag;
 pub use loops::{assert_quiet, backends, default_loop, drive, new_loop, rdhup_loop};
 pub use peer::{Peer, PeerEnd, Served};
 pub use seam::{Call, Op, Scripted, Step};

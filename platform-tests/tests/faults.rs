@@ -50,7 +50,7 @@ use anypoll::connection::{ConnError, ConnFlags, Connection};
 use anypoll::sockops::{Real, SockOps};
 use anypoll::stream::{Outcome, SpliceMode};
 use anypoll::EventLoop;
-use platform_tests::scripted::{default_loop, pattern, Scripted, StreamRig};
+use platform_tests::scripted::{default_loop, pattern, PollFlag as Flag, Scripted, StreamRig};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -71,18 +71,6 @@ enum Act {
     Reset,
     /// EBADF on a splice (the fallback to recv/send); `Pass` elsewhere.
     SpliceBadf,
-}
-
-/// A poll flag injected before an iteration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flag {
-    Err,
-    Hup,
-    Rdhup,
-    /// A spurious readable report (harmless).
-    Readable,
-    /// A spurious writable report (harmless).
-    Writable,
 }
 
 #[derive(Debug, Clone)]
@@ -409,17 +397,18 @@ fn run_case(el: &mut EventLoop, c: &Case) -> Result<(), TestCaseError> {
                 continue;
             }
             let fd = if on_back { bfd } else { ffd };
-            let (ready, kind, hard) = match f {
-                Flag::Err => (Ready::ERROR, 6, true),
-                Flag::Hup => (Ready::HUP, 7, true),
-                Flag::Rdhup => (Ready::READABLE | Ready::READ_CLOSED, 8, true),
-                Flag::Readable => (Ready::READABLE, 9, false),
-                Flag::Writable => (Ready::WRITABLE, 10, false),
+            // Its counter in KINDS.
+            let kind = match f {
+                Flag::Err => 6,
+                Flag::Hup => 7,
+                Flag::Rdhup => 8,
+                Flag::Readable => 9,
+                Flag::Writable => 10,
             };
             count(kind);
             h.ops.faults += 1;
-            h.ops.hard |= hard;
-            el.cx().inject_event(fd, ready);
+            h.ops.hard |= f.hard();
+            el.cx().inject_event(fd, f.ready());
             moved = true;
         }
         for (fd, ready) in std::mem::take(&mut h.ops.rearm) {

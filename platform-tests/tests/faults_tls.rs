@@ -57,6 +57,7 @@ use anypoll::sockops::{Real, SockOps};
 use anypoll::tls::{self, rustls, Tls};
 use anypoll::transport::Transport;
 use anypoll::{Ctx, EventLoop, FdState, Handler, IoEvent};
+use platform_tests::scripted::{pattern, PollFlag as Flag};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -70,32 +71,6 @@ enum Act {
     Short(usize),
     /// ECONNRESET (hard).
     Reset,
-}
-
-/// A poll flag injected at a loop iteration (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flag {
-    Readable,
-    Writable,
-    /// ERR, HUP, RDHUP: hard.
-    Err,
-    Hup,
-    Rdhup,
-}
-
-impl Flag {
-    fn ready(self) -> Ready {
-        match self {
-            Flag::Readable => Ready::READABLE,
-            Flag::Writable => Ready::WRITABLE,
-            Flag::Err => Ready::ERROR,
-            Flag::Hup => Ready::HUP,
-            Flag::Rdhup => Ready::READABLE | Ready::READ_CLOSED,
-        }
-    }
-    fn hard(self) -> bool {
-        matches!(self, Flag::Err | Flag::Hup | Flag::Rdhup)
-    }
 }
 
 /// The scripted seam of the server's socket.
@@ -170,10 +145,6 @@ static CLIENT_SIDE: AtomicU64 = AtomicU64::new(0);
 /// Poll flags injected: soft (READABLE, WRITABLE) and hard (ERR, HUP, RDHUP).
 static FLAGS_SOFT: AtomicU64 = AtomicU64::new(0);
 static FLAGS_HARD: AtomicU64 = AtomicU64::new(0);
-
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed).wrapping_add((i >> 8) as u8)).collect()
-}
 
 /// The server end in the loop: receives everything, sends `down`, then
 /// `shut_write` (close_notify).
